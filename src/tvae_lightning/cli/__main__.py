@@ -1,0 +1,3 @@
+from tvae_lightning.cli.main import main
+
+main()

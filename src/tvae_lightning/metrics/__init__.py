@@ -1,0 +1,6 @@
+"""Metrics of equivariance and likelihood."""
+
+from tvae_lightning.metrics import functional
+from tvae_lightning.metrics.equivariance import EquivarianceError
+
+__all__ = ["EquivarianceError", "functional"]

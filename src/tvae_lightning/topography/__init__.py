@@ -1,0 +1,27 @@
+"""Topographies: how the u latents pool into the normaliser of the z latents."""
+
+from tvae_lightning.topography.capsule import (
+    CapsuleTopography,
+    InstantaneousCapsuleTopography,
+    ShiftingCapsuleTopography,
+    StationaryCapsuleTopography,
+    pooling_matrix,
+)
+from tvae_lightning.topography.windows import (
+    centred_offsets,
+    instantaneous_window,
+    shifting_window,
+    stationary_window,
+)
+
+__all__ = [
+    "CapsuleTopography",
+    "InstantaneousCapsuleTopography",
+    "ShiftingCapsuleTopography",
+    "StationaryCapsuleTopography",
+    "centred_offsets",
+    "instantaneous_window",
+    "pooling_matrix",
+    "shifting_window",
+    "stationary_window",
+]
