@@ -7,6 +7,7 @@ import logging
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
+from tvae_lightning.checkpointing import use_atomic_checkpoint_io
 from tvae_lightning.models import SequenceVAE
 
 
@@ -24,6 +25,16 @@ class TVAECLI(LightningCLI):
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("seed_everything_default", 0)
         super().__init__(**kwargs)
+
+    def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        """Build the trainer with crash-safe checkpoint writes.
+
+        See :class:`~tvae_lightning.checkpointing.AtomicCheckpointIO`; a
+        checkpoint plugin given with ``--trainer.plugins`` is kept.
+        """
+        trainer = super().instantiate_trainer(**kwargs)
+        use_atomic_checkpoint_io(trainer)
+        return trainer
 
 
 def main(args: list[str] | None = None) -> None:

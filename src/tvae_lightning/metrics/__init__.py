@@ -1,6 +1,7 @@
 """Metrics of equivariance and likelihood."""
 
 from tvae_lightning.metrics import functional
+from tvae_lightning.metrics.capcorr import CapsuleCorrelation
 from tvae_lightning.metrics.equivariance import EquivarianceError
 
-__all__ = ["EquivarianceError", "functional"]
+__all__ = ["CapsuleCorrelation", "EquivarianceError", "functional"]

@@ -37,6 +37,12 @@ class TopographicVAE(SequenceVAE):
             ``capsule_window`` describe; called as ``topography(z, u)``.
         lr: SGD learning rate.
         momentum: SGD momentum.
+        eval_num_samples: importance samples per sequence for
+            ``test/log_likelihood``.
+        compile_networks: compile the encoders and the decoder with
+            ``torch.compile``.
+        nonfinite_loss: ``"raise"`` or ``"skip"``, what a NaN or infinite
+            training loss does; see :class:`SequenceVAE`.
     """
 
     def __init__(
@@ -54,6 +60,9 @@ class TopographicVAE(SequenceVAE):
         topography: nn.Module | None = None,
         lr: float = 1e-4,
         momentum: float = 0.9,
+        eval_num_samples: int = 10,
+        compile_networks: bool = False,
+        nonfinite_loss: str = "raise",
     ) -> None:
         if topography is None:
             grouping = self.build_topography(
@@ -73,6 +82,9 @@ class TopographicVAE(SequenceVAE):
             topography=grouping,
             lr=lr,
             momentum=momentum,
+            eval_num_samples=eval_num_samples,
+            compile_networks=compile_networks,
+            nonfinite_loss=nonfinite_loss,
         )
         # Called after the locals are final: it records the arguments as passed.
         self.save_hyperparameters()

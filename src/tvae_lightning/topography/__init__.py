@@ -7,6 +7,7 @@ from tvae_lightning.topography.capsule import (
     StationaryCapsuleTopography,
     pooling_matrix,
 )
+from tvae_lightning.topography.torus import TorusTopography
 from tvae_lightning.topography.windows import (
     centred_offsets,
     instantaneous_window,
@@ -19,6 +20,7 @@ __all__ = [
     "InstantaneousCapsuleTopography",
     "ShiftingCapsuleTopography",
     "StationaryCapsuleTopography",
+    "TorusTopography",
     "centred_offsets",
     "instantaneous_window",
     "pooling_matrix",

@@ -1,0 +1,279 @@
+"""Sequences of transforming MNIST-like digits, generated on the training device."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from tvae_lightning.data.digits import (
+    DigitSource,
+    collate_batch,
+    digit_dataset_class,
+    download_digits,
+    load_digits,
+)
+from tvae_lightning.data.sampling import (
+    ResumableDataLoader,
+    ResumableDistributedSampler,
+    UnpaddedDistributedSampler,
+    all_gather_states,
+)
+from tvae_lightning.data.sequences import TransformationSequences
+
+log = logging.getLogger(__name__)
+
+
+class TransformingMNISTDataModule(L.LightningDataModule):
+    """Sequences of one digit under a transformation that advances each frame.
+
+    The data loaders yield digits (and, for validation and test, the fixed
+    sequence parameters) only. Frames are drawn in
+    :meth:`on_after_batch_transfer`, after the batch reaches the training device,
+    in one batched operation. Each batch is a dict with ``frames``
+    ``(batch, seq_len, 3, 28, 28)`` in [0, 1], ``factors``
+    ``(batch, seq_len, n_factors)`` (the value of every factor in every frame,
+    columns named by :attr:`factor_names`), ``varied`` ``(batch,)`` (index into
+    :attr:`factor_names` of the factor each sequence varies, rotation for
+    ``rotation_colour``) and ``labels`` ``(batch,)``.
+
+    Transformations, by name: ``rotation`` (degrees), ``colour`` (hue rotation of
+    the red digit, degrees), ``scale`` (zoom about the centre), ``perspective``
+    (3D tilt of the image plane about its vertical axis, degrees),
+    ``rotation_colour`` (both advance each frame) and ``combined`` (each sequence
+    varies one of rotation, colour and scale and holds the other two at one
+    random value each).
+
+    Training sequences are drawn from a generator seeded with ``seed`` plus 1000
+    times the process rank, whose state is saved in checkpoints. Validation and
+    test sequences are fixed by ``seed``: the same every epoch, every run and
+    whatever the number of processes.
+
+    Args:
+        root: folder that contains ``MNIST/raw`` (or the folder of another
+            ``dataset``); downloads go there.
+        dataset: ``"mnist"``, ``"fashion_mnist"`` or ``"kmnist"``.
+        transformation: name of the sequence transformation, e.g. ``"rotation"``.
+        seq_len: frames per sequence.
+        values: value list per factor (``rotation``, ``colour``, ``scale``,
+            ``perspective``) replacing the defaults: 0, 20, ..., 340 degrees for
+            the angles and the 18 zoom factors 0.60 to 1.26 for scale.
+        start_indices: indices into the value lists at which the varied factors
+            may start; any index when ``None``.
+        held_out: a motion (factor names joined by ``_``, e.g.
+            ``"rotation_colour"``) left out of training and validation sequences
+            and used alone by test sequences.
+        batch_size: sequences per batch.
+        val_fraction: share of the training split held out for validation.
+        num_workers: data loader worker processes.
+        download: download the data set when its files are missing.
+        seed: seed of the validation split and of all sequence start indices.
+    """
+
+    def __init__(
+        self,
+        root: str = "data",
+        dataset: str = "mnist",
+        transformation: str = "rotation",
+        seq_len: int = 18,
+        values: Mapping[str, Sequence[float]] | None = None,
+        start_indices: Sequence[int] | None = None,
+        held_out: str | None = None,
+        batch_size: int = 8,
+        val_fraction: float = 0.2,
+        num_workers: int = 0,
+        download: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        digit_dataset_class(dataset)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(
+                f"val_fraction must be in [0, 1), got {val_fraction}"
+            )
+        self.save_hyperparameters()
+        self.sequences = TransformationSequences(
+            transformation, seq_len, values, start_indices, held_out
+        )
+        self.train_generator = torch.Generator()
+        self._rank_seeded = False
+        self.train_source: DigitSource | None = None
+        self.val_source: DigitSource | None = None
+        self.test_source: DigitSource | None = None
+        self.train_sampler: ResumableDistributedSampler | None = None
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """Shape ``(channels, height, width)`` of one frame."""
+        return (3, 28, 28)
+
+    @property
+    def seq_len(self) -> int:
+        return self.hparams.seq_len
+
+    @property
+    def factor_names(self) -> tuple[str, ...]:
+        """Names of the columns of ``batch["factors"]``."""
+        return self.sequences.factor_names
+
+    def prepare_data(self) -> None:
+        if self.hparams.download:
+            download_digits(self.hparams.root, self.hparams.dataset)
+
+    def setup(self, stage: str) -> None:
+        self._seed_train_generator()
+        root, name = self.hparams.root, self.hparams.dataset
+
+        if stage in ("fit", "validate") and self.val_source is None:
+            images, labels = load_digits(root, name, train=True)
+            self._split_train_val(images, labels)
+
+        if stage in ("test", "predict") and self.test_source is None:
+            images, labels = load_digits(root, name, train=False)
+            motions, starts = self._fixed_sequences(len(images), "test")
+            self.test_source = DigitSource(images, labels, motions, starts)
+
+    def _split_train_val(self, images: Tensor, labels: Tensor) -> None:
+        generator = torch.Generator().manual_seed(self.hparams.seed)
+        order = torch.randperm(len(images), generator=generator)
+        num_val = int(round(len(images) * self.hparams.val_fraction))
+        train_index, val_index = order[num_val:], order[:num_val]
+
+        self.train_source = DigitSource(images[train_index], labels[train_index])
+        motions, starts = self._fixed_sequences(num_val, "val")
+        self.val_source = DigitSource(
+            images[val_index], labels[val_index], motions, starts
+        )
+
+    def _fixed_sequences(self, count: int, split: str) -> tuple[Tensor, Tensor]:
+        offset = {"val": 1, "test": 2}[split]
+        generator = torch.Generator().manual_seed(self.hparams.seed + offset)
+        return self.sequences.sample(count, generator, split)
+
+    def _seed_train_generator(self) -> None:
+        if self._rank_seeded:
+            return
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        self.train_generator.manual_seed(self.hparams.seed + 1000 * rank)
+        self._rank_seeded = True
+
+    def _world(self) -> tuple[int, int]:
+        """Return the number of processes and the global rank of this one."""
+        if self.trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
+    def _loader(self, source: DigitSource | None, train: bool) -> DataLoader:
+        """Return a loader whose sampler splits ``source`` over the processes.
+
+        Training uses a :class:`ResumableDistributedSampler` in a
+        :class:`ResumableDataLoader`, which reshuffles every epoch and which
+        Lightning saves in checkpoints and resumes mid-epoch. Evaluation uses an
+        :class:`UnpaddedDistributedSampler`, so every sequence is evaluated
+        once, whatever the number of processes.
+        """
+        if source is None:
+            raise RuntimeError("call setup() before requesting a data loader")
+        world_size, rank = self._world()
+        loader_class = DataLoader
+        if train:
+            sampler = ResumableDistributedSampler(
+                source, world_size, rank, seed=self.hparams.seed
+            )
+            self.train_sampler = sampler
+            loader_class = ResumableDataLoader
+        else:
+            sampler = UnpaddedDistributedSampler(source, world_size, rank)
+
+        return loader_class(
+            source,
+            batch_size=self.hparams.batch_size,
+            sampler=sampler,
+            num_workers=self.hparams.num_workers,
+            collate_fn=collate_batch,
+            persistent_workers=self.hparams.num_workers > 0,
+            # The loader draws a worker seed from this generator at every new
+            # iterator. With the default global generator that draw would
+            # shift the model's random stream, and a resumed run would differ.
+            generator=torch.Generator().manual_seed(self.hparams.seed),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_source, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_source, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_source, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_source, train=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if not isinstance(batch, dict) or "images" not in batch:
+            return batch
+
+        # Lightning moves a batch to the device right before the step that uses
+        # it, so this counts the training samples consumed, not those loaded
+        # ahead by workers.
+        training = self.trainer is not None and self.trainer.training
+        if training and self.train_sampler is not None:
+            self.train_sampler.advance(len(batch["images"]))
+
+        sequences = self.make_sequences(batch)
+        sequences["indices"] = batch["indices"]
+        return sequences
+
+    def make_sequences(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Turn a batch of digits into frame sequences on the batch's device."""
+        images = batch["images"]
+        if "starts" in batch:
+            motions, starts = batch["motions"], batch["starts"]
+        else:
+            motions, starts = self.sequences.sample(len(images), self.train_generator)
+            motions = motions.to(images.device)
+            starts = starts.to(images.device)
+
+        digits = images.unsqueeze(1).float().div_(255.0)
+        factors = self.sequences.factors(motions, starts)
+        return {
+            "frames": self.sequences.render(digits, factors),
+            "factors": factors,
+            "varied": self.sequences.varied(motions),
+            "labels": batch["labels"],
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the training generator state of every process, by global rank.
+
+        Under DDP this gathers from all processes, so every process must call
+        it, as ``Trainer.save_checkpoint`` does. The position in the epoch is
+        saved by Lightning through :class:`ResumableDataLoader`.
+        """
+        state = self.train_generator.get_state()
+        return {"train_generators": all_gather_states(state)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the training generator of this process."""
+        world_size, rank = self._world()
+        # Checkpoints from before per-process states hold one "train_generator".
+        states = state_dict.get("train_generators") or [state_dict["train_generator"]]
+        if len(states) == world_size:
+            self.train_generator.set_state(states[rank])
+        else:
+            log.warning(
+                "Checkpoint holds training generator states of %d processes but "
+                "this run has %d; process %d keeps the generator seeded with "
+                "seed + 1000 * rank.",
+                len(states), world_size, rank,
+            )
+        self._rank_seeded = True
+
