@@ -7,7 +7,6 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import write_digit_folder
 from PIL import Image
 
 from tvae_lightning import TopographicVAE2D, TorusTopography

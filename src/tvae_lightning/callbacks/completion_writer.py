@@ -146,6 +146,8 @@ class CompletionWriter(BasePredictionWriter):
 
     def file_path(self, trainer: L.Trainer, name: str) -> Path:
         """Return ``folder / name``, with ``_rank<R>`` before the suffix under DDP."""
+        # NOTE: multi-process prediction is untested. Each rank writes its own
+        # files and summary, and nothing merges them into one.
         if trainer.world_size > 1:
             path = Path(name)
             name = f"{path.stem}_rank{trainer.global_rank}{path.suffix}"

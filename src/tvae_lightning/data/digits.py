@@ -161,11 +161,11 @@ def idx_problem(folder: str, filename: str, kind: str) -> str | None:
 class DigitSource(Dataset):
     """Digit images and labels, indexed a batch at a time.
 
-    ``__getitems__`` returns one dict per batch: ``images`` (uint8,
-    ``(batch, H, W)``), ``labels``, ``indices`` (the sample indices, which key
-    the evaluation noise of each sequence) and, for fixed sequences, ``motions``
-    ``(batch,)`` and ``starts`` ``(batch, n_factors)``: the motion and the start
-    index of every factor of each sequence. Use :func:`collate_batch` as the data
+    ``__getitems__`` returns one dict per batch. ``indices`` contains the sample
+    indices, which key the evaluation noise of each sequence. The other entries
+    are ``images`` (uint8, ``(batch, H, W)``), ``labels`` and, for fixed
+    sequences, ``motions`` ``(batch,)`` and ``starts`` ``(batch, n_factors)``:
+    the motion and the start index of every factor of each sequence. Use :func:`collate_batch` as the data
     loader's ``collate_fn``.
     """
 

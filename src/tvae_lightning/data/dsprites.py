@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.error import URLError
 
-import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.utils import download_url
 
+from tvae_lightning.data.resumable import ResumableDataModule
 from tvae_lightning.data.sprites import (
     DSPRITES_FILE,
     DSPRITES_URL,
@@ -62,11 +62,7 @@ class SequenceSource(Dataset):
         return batch
 
 
-def _pass_through(batch: dict[str, Tensor]) -> dict[str, Tensor]:
-    return batch
-
-
-class DSpritesSequenceDataModule(L.LightningDataModule):
+class DSpritesSequenceDataModule(ResumableDataModule):
     """Sequences of a dSprites sprite whose chosen factor steps once per frame.
 
     A sequence starts from a random configuration (shape, scale, orientation,
@@ -88,8 +84,11 @@ class DSpritesSequenceDataModule(L.LightningDataModule):
     stepped factor) and ``indices`` ``(batch,)`` (sequence numbers in the split).
 
     Training sequences are drawn from a generator seeded with ``seed`` plus 1000
-    times the process rank, whose state is saved in checkpoints. Validation and
-    test sequences are fixed by ``seed``.
+    times the process rank, and checkpoints save the state of every process's
+    generator. The training loader shuffles the sequence numbers every epoch and
+    resumes mid-epoch. Validation and test sequences are fixed by ``seed``: the
+    same every epoch, every run and whatever the number of processes. Under DDP
+    each process evaluates its share of them, without padding.
 
     NOTE: configurations are drawn independently for each split, so a
     validation or test sequence may also occur in training.
@@ -142,8 +141,6 @@ class DSpritesSequenceDataModule(L.LightningDataModule):
         self.save_hyperparameters()
 
         self.sprites: SpriteSource | None = None
-        self.train_generator = torch.Generator()
-        self._rank_seeded = False
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -178,13 +175,6 @@ class DSpritesSequenceDataModule(L.LightningDataModule):
         if self.sprites is None:
             self.sprites = open_sprites(self.hparams.root, self.hparams.source)
 
-    def _seed_train_generator(self) -> None:
-        if self._rank_seeded:
-            return
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        self.train_generator.manual_seed(self.hparams.seed + 1000 * rank)
-        self._rank_seeded = True
-
     def sample(self, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Draw start classes ``(count, 5)`` and stepped factors ``(count,)``."""
         sizes = self._sprites().sizes
@@ -202,23 +192,16 @@ class DSpritesSequenceDataModule(L.LightningDataModule):
         starts, varied = self.sample(count, generator)
         return SequenceSource(count, starts, varied)
 
-    def _loader(self, dataset: SequenceSource) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            num_workers=self.hparams.num_workers,
-            collate_fn=_pass_through,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(SequenceSource(self.hparams.num_train))
+        return self._loader(SequenceSource(self.hparams.num_train), train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._fixed_source(self.hparams.num_val, offset=1))
+        source = self._fixed_source(self.hparams.num_val, offset=1)
+        return self._loader(source, train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self._fixed_source(self.hparams.num_test, offset=2))
+        source = self._fixed_source(self.hparams.num_test, offset=2)
+        return self._loader(source, train=False)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
@@ -226,6 +209,8 @@ class DSpritesSequenceDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if not isinstance(batch, dict) or "indices" not in batch:
             return batch
+
+        self._advance_train_sampler(len(batch["indices"]))
         return self.make_sequences(batch)
 
     def make_sequences(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -263,13 +248,6 @@ class DSpritesSequenceDataModule(L.LightningDataModule):
             for column, column_values in enumerate(values)
         ]
         return torch.stack(columns, dim=-1)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"train_generator": self.train_generator.get_state()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.train_generator.set_state(state_dict["train_generator"])
-        self._rank_seeded = True
 
 
 def _check_factors(factors: Sequence[str]) -> list[int]:

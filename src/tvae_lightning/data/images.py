@@ -95,6 +95,9 @@ class MNISTImageDataModule(L.LightningDataModule):
         self.train_source = DigitSource(images[train_index], labels[train_index])
         self.val_source = DigitSource(images[val_index], labels[val_index])
 
+    # NOTE: plain loaders, unlike TransformingMNISTDataModule's resumable
+    # samplers: under DDP Lightning pads the validation set, and a resumed run
+    # restarts its interrupted epoch.
     def _loader(self, source: DigitSource | None, shuffle: bool) -> DataLoader:
         if source is None:
             raise RuntimeError("call setup() before requesting a data loader")
@@ -125,4 +128,4 @@ class MNISTImageDataModule(L.LightningDataModule):
 
         images = batch["images"].float().div_(255.0)
         frames = images[:, None, None]
-        return {"frames": frames, "labels": batch["labels"]}
+        return {"frames": frames, "labels": batch["labels"], "indices": batch["indices"]}

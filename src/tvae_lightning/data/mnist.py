@@ -2,34 +2,24 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from tvae_lightning.data.digits import (
     DigitSource,
-    collate_batch,
     digit_dataset_class,
     download_digits,
     load_digits,
 )
-from tvae_lightning.data.sampling import (
-    ResumableDataLoader,
-    ResumableDistributedSampler,
-    UnpaddedDistributedSampler,
-    all_gather_states,
-)
+from tvae_lightning.data.resumable import ResumableDataModule
 from tvae_lightning.data.sequences import TransformationSequences
 
-log = logging.getLogger(__name__)
 
-
-class TransformingMNISTDataModule(L.LightningDataModule):
+class TransformingMNISTDataModule(ResumableDataModule):
     """Sequences of one digit under a transformation that advances each frame.
 
     The data loaders yield digits (and, for validation and test, the fixed
@@ -102,12 +92,9 @@ class TransformingMNISTDataModule(L.LightningDataModule):
         self.sequences = TransformationSequences(
             transformation, seq_len, values, start_indices, held_out
         )
-        self.train_generator = torch.Generator()
-        self._rank_seeded = False
         self.train_source: DigitSource | None = None
         self.val_source: DigitSource | None = None
         self.test_source: DigitSource | None = None
-        self.train_sampler: ResumableDistributedSampler | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -157,54 +144,6 @@ class TransformingMNISTDataModule(L.LightningDataModule):
         generator = torch.Generator().manual_seed(self.hparams.seed + offset)
         return self.sequences.sample(count, generator, split)
 
-    def _seed_train_generator(self) -> None:
-        if self._rank_seeded:
-            return
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        self.train_generator.manual_seed(self.hparams.seed + 1000 * rank)
-        self._rank_seeded = True
-
-    def _world(self) -> tuple[int, int]:
-        """Return the number of processes and the global rank of this one."""
-        if self.trainer is None:
-            return 1, 0
-        return self.trainer.world_size, self.trainer.global_rank
-
-    def _loader(self, source: DigitSource | None, train: bool) -> DataLoader:
-        """Return a loader whose sampler splits ``source`` over the processes.
-
-        Training uses a :class:`ResumableDistributedSampler` in a
-        :class:`ResumableDataLoader`, which reshuffles every epoch and which
-        Lightning saves in checkpoints and resumes mid-epoch. Evaluation uses an
-        :class:`UnpaddedDistributedSampler`, so every sequence is evaluated
-        once, whatever the number of processes.
-        """
-        if source is None:
-            raise RuntimeError("call setup() before requesting a data loader")
-        world_size, rank = self._world()
-        loader_class = DataLoader
-        if train:
-            sampler = ResumableDistributedSampler(
-                source, world_size, rank, seed=self.hparams.seed
-            )
-            self.train_sampler = sampler
-            loader_class = ResumableDataLoader
-        else:
-            sampler = UnpaddedDistributedSampler(source, world_size, rank)
-
-        return loader_class(
-            source,
-            batch_size=self.hparams.batch_size,
-            sampler=sampler,
-            num_workers=self.hparams.num_workers,
-            collate_fn=collate_batch,
-            persistent_workers=self.hparams.num_workers > 0,
-            # The loader draws a worker seed from this generator at every new
-            # iterator. With the default global generator that draw would
-            # shift the model's random stream, and a resumed run would differ.
-            generator=torch.Generator().manual_seed(self.hparams.seed),
-        )
-
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_source, train=True)
 
@@ -221,13 +160,7 @@ class TransformingMNISTDataModule(L.LightningDataModule):
         if not isinstance(batch, dict) or "images" not in batch:
             return batch
 
-        # Lightning moves a batch to the device right before the step that uses
-        # it, so this counts the training samples consumed, not those loaded
-        # ahead by workers.
-        training = self.trainer is not None and self.trainer.training
-        if training and self.train_sampler is not None:
-            self.train_sampler.advance(len(batch["images"]))
-
+        self._advance_train_sampler(len(batch["images"]))
         sequences = self.make_sequences(batch)
         sequences["indices"] = batch["indices"]
         return sequences
@@ -250,30 +183,3 @@ class TransformingMNISTDataModule(L.LightningDataModule):
             "varied": self.sequences.varied(motions),
             "labels": batch["labels"],
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        """Return the training generator state of every process, by global rank.
-
-        Under DDP this gathers from all processes, so every process must call
-        it, as ``Trainer.save_checkpoint`` does. The position in the epoch is
-        saved by Lightning through :class:`ResumableDataLoader`.
-        """
-        state = self.train_generator.get_state()
-        return {"train_generators": all_gather_states(state)}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the training generator of this process."""
-        world_size, rank = self._world()
-        # Checkpoints from before per-process states hold one "train_generator".
-        states = state_dict.get("train_generators") or [state_dict["train_generator"]]
-        if len(states) == world_size:
-            self.train_generator.set_state(states[rank])
-        else:
-            log.warning(
-                "Checkpoint holds training generator states of %d processes but "
-                "this run has %d; process %d keeps the generator seeded with "
-                "seed + 1000 * rank.",
-                len(states), world_size, rank,
-            )
-        self._rank_seeded = True
-

@@ -132,15 +132,18 @@ class ResumableDataLoader(DataLoader):
     Lightning 2.x saves ``state_dict()`` of every training loader that has one
     in the checkpoint (under ``loops/fit_loop/state_dict/combined_loader``) and
     passes it to ``load_state_dict`` before the first batch of a resumed run.
+    Under ``Trainer(overfit_batches=...)`` Lightning replaces the sampler with a
+    ``SequentialSampler``, and the state is then empty.
     """
 
-    sampler: ResumableDistributedSampler
-
     def state_dict(self) -> dict[str, int]:
-        return self.sampler.state_dict()
+        if isinstance(self.sampler, ResumableDistributedSampler):
+            return self.sampler.state_dict()
+        return {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.sampler.load_state_dict(state_dict)
+        if state_dict and isinstance(self.sampler, ResumableDistributedSampler):
+            self.sampler.load_state_dict(state_dict)
 
 
 class UnpaddedDistributedSampler(DistributedSampler):

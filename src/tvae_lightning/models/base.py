@@ -158,6 +158,7 @@ class SequenceVAE(SequenceCompletionMixin, L.LightningModule):
                 f"{nonfinite_loss!r}"
             )
         self.nonfinite_loss = nonfinite_loss
+        self.skipped_steps = 0
 
         self.z_encoder = z_encoder or MLPEncoder(self.image_shape, self.latent_dim)
         self.u_encoder = u_encoder
@@ -297,8 +298,8 @@ class SequenceVAE(SequenceCompletionMixin, L.LightningModule):
     ) -> Tensor | None:
         """Return noise shaped like ``reference`` with one fixed draw per key.
 
-        ``keys`` holds one sample index per sequence; ``None`` returns ``None``,
-        which makes :meth:`sample` use the global generator.
+        ``keys`` contains one sample index per sequence. ``None`` returns
+        ``None``, which makes :meth:`sample` use the global generator.
         """
         if keys is None:
             return None
@@ -457,7 +458,8 @@ class SequenceVAE(SequenceCompletionMixin, L.LightningModule):
         """Return whether the training step may go on with a finite loss.
 
         Returns ``False`` when a term is NaN or infinite on any process and
-        ``nonfinite_loss`` is ``"skip"``.
+        ``nonfinite_loss`` is ``"skip"``. The check costs one device-to-host copy
+        per step and, under DDP, one all-reduce of a flag.
 
         Raises:
             FloatingPointError: a term is not finite and ``nonfinite_loss`` is
@@ -490,7 +492,14 @@ class SequenceVAE(SequenceCompletionMixin, L.LightningModule):
                 f"{message}. Lower the learning rate, check the data for NaN "
                 f"values, or pass nonfinite_loss='skip' to skip such steps."
             )
-        log.warning("%s; skipping the optimizer step.", message)
+        # Warn once and then every 100 skips, so a diverged run does not flood
+        # the log.
+        self.skipped_steps += 1
+        if self.skipped_steps == 1 or self.skipped_steps % 100 == 0:
+            log.warning(
+                "%s; skipping the optimizer step (%d skipped so far).",
+                message, self.skipped_steps,
+            )
         return False
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -546,7 +555,7 @@ class SequenceVAE(SequenceCompletionMixin, L.LightningModule):
 
         # compute() has already summed the states of all processes. NaN marks a
         # factor that no test sequence varied, such as dSprites' shape.
-        values = metric.compute()
+        values = metric.compute().reshape(-1)
         names = self.transformation_names() or ()
         for name, value in zip(names, values):
             if not torch.isnan(value):
@@ -563,9 +572,9 @@ class SequenceVAE(SequenceCompletionMixin, L.LightningModule):
         """Load a checkpoint as Lightning does, naming the saving class on a mismatch.
 
         Rebuilding a model from another class's hyperparameters can fail in the
-        constructor (a TVAE's default ``time_window`` against a VAE's
-        ``seq_len``, say) before the parameters are compared, so such a
-        ``ValueError`` is replaced by one that names the class that saved the
+        constructor before the parameters are compared, as a TVAE's default
+        ``time_window`` does against a VAE's ``seq_len``. Such a ``ValueError``
+        or ``TypeError`` is replaced by one that names the class that saved the
         checkpoint.
         """
         try:

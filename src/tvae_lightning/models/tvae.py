@@ -39,6 +39,10 @@ class TopographicVAE(SequenceVAE):
         momentum: SGD momentum.
         eval_num_samples: importance samples per sequence for
             ``test/log_likelihood``.
+        predict_num_observed: frames that ``predict_step`` encodes before it
+            completes the rest of each sequence.
+        average_completion: let ``predict_step`` average the predictions of all
+            observed frames instead of rolling the last one only.
         compile_networks: compile the encoders and the decoder with
             ``torch.compile``.
         nonfinite_loss: ``"raise"`` or ``"skip"``, what a NaN or infinite
@@ -61,6 +65,8 @@ class TopographicVAE(SequenceVAE):
         lr: float = 1e-4,
         momentum: float = 0.9,
         eval_num_samples: int = 10,
+        predict_num_observed: int = 1,
+        average_completion: bool = False,
         compile_networks: bool = False,
         nonfinite_loss: str = "raise",
     ) -> None:
@@ -83,6 +89,8 @@ class TopographicVAE(SequenceVAE):
             lr=lr,
             momentum=momentum,
             eval_num_samples=eval_num_samples,
+            predict_num_observed=predict_num_observed,
+            average_completion=average_completion,
             compile_networks=compile_networks,
             nonfinite_loss=nonfinite_loss,
         )

@@ -64,6 +64,8 @@ class TopographicVAE2D(SequenceVAE):
         eval_num_samples: int = 10,
         predict_num_observed: int = 1,
         average_completion: bool = False,
+        compile_networks: bool = False,
+        nonfinite_loss: str = "raise",
     ) -> None:
         if topography is None:
             grouping = TorusTopography(torus_height, torus_width, window, mu_init)
@@ -85,6 +87,8 @@ class TopographicVAE2D(SequenceVAE):
             eval_num_samples=eval_num_samples,
             predict_num_observed=predict_num_observed,
             average_completion=average_completion,
+            compile_networks=compile_networks,
+            nonfinite_loss=nonfinite_loss,
         )
         # Called after the locals are final: it records the arguments as passed.
         self.save_hyperparameters()
