@@ -136,3 +136,27 @@ def test_misspelled_key_rejected(tmp_path: Path):
     )
     assert result.returncode != 0
     assert "time_windw" in result.stderr
+
+
+def test_constructor_error_is_brief(capsys: pytest.CaptureFixture):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(ROT_CONFIG), "--model.capsule_window", "4"])
+
+    message = str(exit_info.value)
+    assert "capsule_window must be an odd integer" in message
+    assert "Union subtypes" not in message
+
+
+def test_checkpoint_of_other_class_rejected(fitted_run: Path, module_root: Path):
+    path = fitted_run / "checkpoints" / "last.ckpt"
+    vae_config = REPO / "configs" / "table1" / "vae.yaml"
+    args = [
+        "test", "--config", str(vae_config), "--data.root", str(module_root),
+        "--ckpt_path", str(path),
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+
+    message = str(exit_info.value)
+    assert "was saved by tvae_lightning.TopographicVAE" in message
+    assert "--model.class_path tvae_lightning.TopographicVAE" in message

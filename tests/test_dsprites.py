@@ -178,7 +178,7 @@ def test_training_sequences_differ_by_rank():
     batches = []
     for rank in (0, 1):
         module = DSpritesSequenceDataModule(source="procedural", seed=4)
-        module.trainer = SimpleNamespace(global_rank=rank)
+        module.trainer = SimpleNamespace(global_rank=rank, world_size=2, training=False)
         module.setup("fit")
         batches.append(first_batch(module, module.train_dataloader()))
     assert not torch.equal(batches[0]["classes"], batches[1]["classes"])

@@ -165,8 +165,9 @@ class DigitSource(Dataset):
     indices, which key the evaluation noise of each sequence. The other entries
     are ``images`` (uint8, ``(batch, H, W)``), ``labels`` and, for fixed
     sequences, ``motions`` ``(batch,)`` and ``starts`` ``(batch, n_factors)``:
-    the motion and the start index of every factor of each sequence. Use :func:`collate_batch` as the data
-    loader's ``collate_fn``.
+    the motion and the start index of every factor of each sequence. Use
+    :func:`~tvae_lightning.data.resumable.collate_stacked` as the data loader's
+    ``collate_fn``.
     """
 
     def __init__(
@@ -199,7 +200,3 @@ class DigitSource(Dataset):
             batch["starts"] = self.starts[index]
         return batch
 
-
-def collate_batch(batch: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Pass through a batch that ``DigitSource.__getitems__`` already stacked."""
-    return batch

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from tvae_lightning.data.digits import (
     DigitSource,
-    collate_batch,
     digit_dataset_class,
     download_digits,
     load_digits,
 )
+from tvae_lightning.data.resumable import ResumableDataModule
 
 
-class MNISTImageDataModule(L.LightningDataModule):
+class MNISTImageDataModule(ResumableDataModule):
     """Single digit images, each a sequence of one frame.
 
     Each batch is a dict with ``frames`` ``(batch, 1, 1, 28, 28)`` in [0, 1] and
@@ -27,7 +26,9 @@ class MNISTImageDataModule(L.LightningDataModule):
     scaled there, in :meth:`on_after_batch_transfer`.
 
     The validation split is a fixed random share of the training split, drawn
-    from ``seed``. Test and prediction use the test split.
+    from ``seed``. Test and prediction use the test split. The loaders split the
+    images over processes without padding and resume mid-epoch, as
+    :class:`~tvae_lightning.data.resumable.ResumableDataModule` describes.
 
     Args:
         root: folder that contains ``MNIST/raw`` (or the folder of another
@@ -37,7 +38,7 @@ class MNISTImageDataModule(L.LightningDataModule):
         val_fraction: share of the training split held out for validation.
         num_workers: data loader worker processes.
         download: download the data set when its files are missing.
-        seed: seed of the validation split.
+        seed: seed of the validation split and of the training order.
     """
 
     def __init__(
@@ -95,37 +96,23 @@ class MNISTImageDataModule(L.LightningDataModule):
         self.train_source = DigitSource(images[train_index], labels[train_index])
         self.val_source = DigitSource(images[val_index], labels[val_index])
 
-    # NOTE: plain loaders, unlike TransformingMNISTDataModule's resumable
-    # samplers: under DDP Lightning pads the validation set, and a resumed run
-    # restarts its interrupted epoch.
-    def _loader(self, source: DigitSource | None, shuffle: bool) -> DataLoader:
-        if source is None:
-            raise RuntimeError("call setup() before requesting a data loader")
-        return DataLoader(
-            source,
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            num_workers=self.hparams.num_workers,
-            collate_fn=collate_batch,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_source, shuffle=True)
+        return self._loader(self.train_source, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_source, shuffle=False)
+        return self._loader(self.val_source, train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_source, shuffle=False)
+        return self._loader(self.test_source, train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_source, shuffle=False)
+        return self._loader(self.test_source, train=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if not isinstance(batch, dict) or "images" not in batch:
             return batch
 
+        self._advance_train_sampler(len(batch["images"]))
         images = batch["images"].float().div_(255.0)
         frames = images[:, None, None]
         return {"frames": frames, "labels": batch["labels"], "indices": batch["indices"]}

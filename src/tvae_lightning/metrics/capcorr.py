@@ -75,4 +75,5 @@ class CapsuleCorrelation(Metric):
         )
 
     def compute(self) -> Tensor:
+        # torchmetrics squeezes a one-element result, so one group gives a scalar.
         return pearson_from_statistics(self.statistics).float()

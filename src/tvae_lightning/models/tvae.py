@@ -107,6 +107,11 @@ class TopographicVAE(SequenceVAE):
         mu_init: float,
     ) -> nn.Module:
         """Return the topography used when none is passed in."""
+        if time_window < 0:
+            raise ValueError(
+                f"time_window must be 0 (no temporal coherence) or between 1 and "
+                f"min(seq_len, cap_dim) = {min(seq_len, cap_dim)}, got {time_window}"
+            )
         if time_window == 0:
             return InstantaneousCapsuleTopography(
                 n_caps, cap_dim, seq_len, 0, capsule_window, mu_init
