@@ -113,9 +113,10 @@ class CapsuleTopography(nn.Module):
         capsules = u.reshape(batch, self.seq_len, self.n_caps, self.cap_dim)
         capsules = capsules.transpose(1, 2).reshape(batch * self.n_caps, -1)
 
-        # NOTE: the pooling matrix stays in float32 under mixed precision, because
-        # squared activations summed over dozens of units lose digits in bf16.
-        pooled = (capsules.float() ** 2) @ self.pooling
+        # Autocast is off so that the product runs in float32 under mixed
+        # precision too: sums of dozens of squares lose digits in bfloat16.
+        with torch.autocast(device_type=u.device.type, enabled=False):
+            pooled = (capsules.float() ** 2) @ self.pooling
 
         pooled = pooled.reshape(batch, self.n_caps, self.seq_len, self.cap_dim)
         return pooled.transpose(1, 2).reshape(u.shape)

@@ -1,0 +1,241 @@
+"""Measure training throughput of the Table 1 TVAE through the Lightning Trainer.
+
+The model and data module are built from ``--config`` (by default
+``configs/table1/tvae_L13_K3.yaml``: 18 capsules of 18 units, L = 13, K = 3, MLP
+networks, combined MNIST of 18 frames of 3 x 28 x 28). A ``Trainer`` runs
+``--warmup`` + ``--steps`` full training steps: the data module makes the frames
+on the device in ``on_after_batch_transfer``, then forward, backward, the SGD
+step and the on-step and on-epoch logging run. A callback times each step from
+``on_train_batch_start`` to ``on_train_batch_end`` and skips the warm-up steps.
+
+Without ``--data-root`` the digits are a small synthetic set written as IDX
+files into a temporary folder, so the script needs no download.
+
+The script also counts the floating-point operations of one training step
+(forward and backward, with ``torch.utils.flop_counter.FlopCounterMode``) and
+times a float32 matrix product of ``--matmul-size`` squared matrices in the
+same process. ``matmul_fraction`` is the achieved GFLOP/s of training divided
+by the GFLOP/s of that product.
+
+The last line of output is one JSON object with ``sequences_per_second``,
+``ms_per_step``, ``cpu_ms_per_step``, ``peak_memory_mb``, ``gflop_per_step``,
+``gflop_per_second``, ``matmul_gflop_per_second`` and ``matmul_fraction``.
+Step times are medians. ``cpu_ms_per_step`` is the CPU time of the process per
+step (all threads together): with ``--threads 1`` it leaves out the time other
+jobs hold the core, so it is the steadier number on a busy machine.
+
+Run: ``python3 benchmarks/train_throughput.py [--steps 40] [--warmup 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import resource
+import statistics
+import struct
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import yaml
+from torch.utils.flop_counter import FlopCounterMode
+
+DEFAULT_CONFIG = (
+    Path(__file__).resolve().parent.parent / "configs/table1/tvae_L13_K3.yaml"
+)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                        help="LightningCLI YAML config naming the model and data")
+    parser.add_argument("--steps", type=int, default=40, help="timed training steps")
+    parser.add_argument("--warmup", type=int, default=5,
+                        help="untimed training steps before the timed ones")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="sequences per batch")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="device of the model and the data generation")
+    parser.add_argument("--precision", default="32-true",
+                        help="Lightning precision, such as 32-true or bf16-mixed")
+    parser.add_argument("--data-root", type=Path, default=None,
+                        help="folder with MNIST in torchvision's layout; a "
+                             "synthetic digit set when omitted")
+    parser.add_argument("--matmul-size", type=int, default=2048,
+                        help="side of the square float32 matrices of the reference "
+                             "matrix product")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads; 0 keeps the default")
+    args = parser.parse_args()
+    for name in ("steps", "batch_size", "matmul_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer")
+    if args.warmup < 0:
+        parser.error("--warmup must be 0 or more")
+    return args
+
+
+def write_synthetic_mnist(root: Path, count: int) -> None:
+    """Write ``count`` blob images as MNIST IDX files under ``root/MNIST/raw``."""
+    generator = np.random.default_rng(0)
+    ys, xs = np.mgrid[0:28, 0:28]
+    centres = generator.uniform(8, 20, size=(count, 3, 2))
+    widths = generator.uniform(1.5, 3.5, size=(count, 3))
+    distance = (
+        (ys - centres[..., 0, None, None]) ** 2
+        + (xs - centres[..., 1, None, None]) ** 2
+    )
+    images = np.exp(-distance / widths[..., None, None] ** 2).sum(axis=1)
+    images = np.clip(images / images.max(axis=(1, 2), keepdims=True), 0, 1)
+    images = (images * 255).astype(np.uint8)
+    labels = generator.integers(0, 10, size=count).astype(np.uint8)
+
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "t10k"):
+        image_header = struct.pack(">IIII", 2051, count, 28, 28)
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(image_header + images.tobytes())
+        label_header = struct.pack(">II", 2049, count)
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(label_header + labels.tobytes())
+
+
+def instantiate(spec: dict[str, Any], **overrides: Any) -> Any:
+    """Build the object a ``class_path`` and ``init_args`` entry of a config names."""
+    module_name, _, class_name = spec["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(**{**spec.get("init_args", {}), **overrides})
+
+
+class StepTimer(L.Callback):
+    """Record the wall time of each training batch after ``warmup`` batches."""
+
+    def __init__(self, warmup: int, device: torch.device) -> None:
+        self.warmup = warmup
+        self.device = device
+        self.seconds: list[float] = []
+        self.cpu_seconds: list[float] = []
+        self._start = 0.0
+        self._cpu_start = 0.0
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._synchronize()
+        self._start = time.perf_counter()
+        self._cpu_start = time.process_time()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._synchronize()
+        if trainer.global_step > self.warmup:
+            self.seconds.append(time.perf_counter() - self._start)
+            self.cpu_seconds.append(time.process_time() - self._cpu_start)
+
+
+def matmul_gflops(size: int, device: torch.device, seconds: float = 1.0) -> float:
+    """Return the best GFLOP/s of a float32 ``size`` x ``size`` matrix product."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    torch.mm(a, b)
+    best = 0.0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or best == 0.0:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def step_gflop(model: Any, frames: torch.Tensor) -> float:
+    """Count the GFLOP of one forward and backward pass of the negative ELBO."""
+    with FlopCounterMode(display=False) as counter:
+        posterior = model.encode(frames)
+        model.elbo_terms(frames, posterior).loss.mean().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 1e9
+
+
+def main() -> None:
+    args = parse_args()
+    logging.getLogger("lightning").setLevel(logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    config = yaml.safe_load(args.config.read_text())
+    L.seed_everything(0, verbose=False)
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = args.data_root
+        if root is None:
+            root = Path(folder) / "data"
+            write_synthetic_mnist(root, 512)
+        model = instantiate(config["model"])
+        data = instantiate(config["data"], root=str(root), batch_size=args.batch_size,
+                           download=False)
+        timer = StepTimer(args.warmup, device)
+        trainer = L.Trainer(
+            accelerator=args.device,
+            devices=1,
+            precision=args.precision,
+            max_steps=args.warmup + args.steps,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            log_every_n_steps=config["trainer"].get("log_every_n_steps", 50),
+            logger=L.pytorch.loggers.CSVLogger(folder),
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[timer],
+        )
+        trainer.fit(model, datamodule=data)
+
+        batch = next(iter(data.train_dataloader()))
+        batch = {key: value.to(device) for key, value in batch.items()}
+        frames = data.on_after_batch_transfer(batch, 0)["frames"]
+        gflop = step_gflop(model, frames)
+
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    seconds = statistics.median(timer.seconds)
+    reference = matmul_gflops(args.matmul_size, device)
+    achieved = gflop / seconds
+    result = {
+        "sequences_per_second": round(args.batch_size / seconds, 2),
+        "ms_per_step": round(1000 * seconds, 3),
+        "ms_per_step_mean": round(1000 * statistics.fmean(timer.seconds), 3),
+        "cpu_ms_per_step": round(1000 * statistics.median(timer.cpu_seconds), 3),
+        "peak_memory_mb": round(peak_mb, 1),
+        "gflop_per_step": round(gflop, 3),
+        "gflop_per_second": round(achieved, 2),
+        "matmul_gflop_per_second": round(reference, 2),
+        "matmul_fraction": round(achieved / reference, 4),
+        "batch_size": args.batch_size,
+        "timed_steps": len(timer.seconds),
+        "device": args.device,
+        "precision": args.precision,
+        "threads": torch.get_num_threads(),
+    }
+    print(f"{result['sequences_per_second']} sequences/s, "
+          f"{result['ms_per_step']} ms per step (median of {len(timer.seconds)}), "
+          f"peak memory {result['peak_memory_mb']} MB")
+    print(f"{gflop:.2f} GFLOP per step, {achieved:.1f} GFLOP/s, "
+          f"float32 matmul {reference:.1f} GFLOP/s, fraction {achieved / reference:.3f}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
