@@ -14,8 +14,8 @@ frames come from its data module on a small synthetic digit set written as IDX
 files into a temporary folder, or from ``--data-root``.
 
 It prints sequences per second of both methods, their ratio, and the mean
-estimates of both methods (the log-likelihoods differ by the random draws; the
-equivariance errors are equal up to rounding). The last line is one JSON object
+estimates of both methods. The log-likelihoods differ by the random draws, and
+the equivariance errors are equal up to rounding. The last line is one JSON object
 with ``sequences_per_second``, ``loop_sequences_per_second`` and
 ``speedup_vs_loop``.
 
@@ -38,9 +38,11 @@ import torch
 import yaml
 from torch import Tensor
 
+# Python puts this script's folder on sys.path, so the sibling script is importable.
+from train_throughput import DEFAULT_CONFIG, instantiate, write_synthetic_mnist
+
 from tvae_lightning.metrics.functional.equivariance import equivariance_error
 from tvae_lightning.models.likelihood import draw_latents, log_importance_weights
-from train_throughput import DEFAULT_CONFIG, instantiate, write_synthetic_mnist
 
 
 def parse_args() -> argparse.Namespace:
@@ -78,15 +80,15 @@ def loop_method(model, frames: Tensor, num_samples: int) -> tuple[Tensor, Tensor
     """Return the same two quantities, one sequence and one sample at a time."""
     log_likelihoods, errors = [], []
     for sequence in frames:
-        one = sequence.unsqueeze(0)
-        posterior = model.encode(one)
+        single = sequence.unsqueeze(0)
+        posterior = model.encode(single)
         log_weights = []
         for _ in range(num_samples):
             z, u = draw_latents(posterior, 1)
-            log_weights.append(log_importance_weights(model, one, posterior, z, u))
+            log_weights.append(log_importance_weights(model, single, posterior, z, u))
         log_marginal = torch.logsumexp(torch.cat(log_weights), dim=0)
         log_marginal = log_marginal - math.log(num_samples)
-        log_likelihoods.append(log_marginal / one.shape[1])
+        log_likelihoods.append(log_marginal / single.shape[1])
         errors.append(equivariance_error(model.capsules_of(posterior)))
     return torch.cat(log_likelihoods), torch.cat(errors)
 
@@ -126,6 +128,12 @@ def make_batches(args: argparse.Namespace, config: dict, folder: str) -> list[Te
         batches.append(data.on_after_batch_transfer(batch, 0)["frames"])
         if len(batches) == args.batches + 1:
             break
+
+    if len(batches) < args.batches + 1:
+        raise ValueError(
+            f"--batches {args.batches} needs {args.batches + 1} batches but the "
+            f"training split has {len(batches)}; lower --batches or --batch-size"
+        )
     return batches
 
 
@@ -162,7 +170,7 @@ def main() -> None:
     print(f"batched: {rate:.2f} sequences/s, loop: {loop_rate:.2f} sequences/s, "
           f"speedup {rate / loop_rate:.2f}x")
     print(f"mean log-likelihood per frame: batched {result['log_likelihood_batched']}, "
-          f"loop {result['log_likelihood_loop']}; largest equivariance error "
+          f"loop {result['log_likelihood_loop']}. Largest equivariance error "
           f"difference {result['max_equivariance_difference']:.3g}")
     print(json.dumps(result))
 

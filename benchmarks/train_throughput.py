@@ -2,11 +2,13 @@
 
 The model and data module are built from ``--config`` (by default
 ``configs/table1/tvae_L13_K3.yaml``: 18 capsules of 18 units, L = 13, K = 3, MLP
-networks, combined MNIST of 18 frames of 3 x 28 x 28). A ``Trainer`` runs
-``--warmup`` + ``--steps`` full training steps: the data module makes the frames
-on the device in ``on_after_batch_transfer``, then forward, backward, the SGD
-step and the on-step and on-epoch logging run. A callback times each step from
-``on_train_batch_start`` to ``on_train_batch_end`` and skips the warm-up steps.
+networks, combined MNIST of 18 frames of 3 x 28 x 28, the model of Table 1 of
+Keller and Welling, "Topographic VAEs learn Equivariant Capsules", NeurIPS
+2021). A ``Trainer`` runs ``--warmup`` + ``--steps`` full training steps: the
+data module makes the frames on the device in ``on_after_batch_transfer``, then
+forward, backward, the SGD step and the on-step and on-epoch logging run. A
+callback times each step from ``on_train_batch_start`` to
+``on_train_batch_end`` and skips the warm-up steps.
 
 Without ``--data-root`` the digits are a small synthetic set written as IDX
 files into a temporary folder, so the script needs no download.
@@ -99,11 +101,11 @@ def write_synthetic_mnist(root: Path, count: int) -> None:
 
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
+    image_bytes = struct.pack(">IIII", 2051, count, 28, 28) + images.tobytes()
+    label_bytes = struct.pack(">II", 2049, count) + labels.tobytes()
     for split in ("train", "t10k"):
-        image_header = struct.pack(">IIII", 2051, count, 28, 28)
-        (raw / f"{split}-images-idx3-ubyte").write_bytes(image_header + images.tobytes())
-        label_header = struct.pack(">II", 2049, count)
-        (raw / f"{split}-labels-idx1-ubyte").write_bytes(label_header + labels.tobytes())
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(image_bytes)
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(label_bytes)
 
 
 def instantiate(spec: dict[str, Any], **overrides: Any) -> Any:
@@ -232,8 +234,8 @@ def main() -> None:
     print(f"{result['sequences_per_second']} sequences/s, "
           f"{result['ms_per_step']} ms per step (median of {len(timer.seconds)}), "
           f"peak memory {result['peak_memory_mb']} MB")
-    print(f"{gflop:.2f} GFLOP per step, {achieved:.1f} GFLOP/s, "
-          f"float32 matmul {reference:.1f} GFLOP/s, fraction {achieved / reference:.3f}")
+    print(f"{gflop:.2f} GFLOP per step, {achieved:.1f} GFLOP/s, float32 matmul "
+          f"{reference:.1f} GFLOP/s, fraction {achieved / reference:.3f}")
     print(json.dumps(result))
 
 
