@@ -96,3 +96,23 @@ def test_hyperparameters_saved():
     assert model.hparams.time_window == 3
     assert model.hparams.mu_init == 7.0
     assert math.isclose(model.topography.mu.item(), 7.0)
+
+
+def test_log_likelihood_rejects_nan_frames():
+    model = small_model()
+    frames = torch.rand(2, 4, 3, 28, 28)
+    frames[0, 1, 0, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match="x contains NaN"):
+        model.log_likelihood(frames, num_samples=2)
+
+
+def test_complete_rejects_intensities_above_one():
+    model = small_model()
+    with pytest.raises(ValueError, match=r"frames must contain intensities in \[0, 1\]"):
+        model.complete(torch.rand(2, 4, 3, 28, 28) * 5, num_observed=2)
+
+
+def test_complete_rejects_other_sequence_length():
+    model = small_model()
+    with pytest.raises(ValueError, match=r"frames must have shape \(batch, 4, 3, 28, 28\)"):
+        model.complete(torch.rand(2, 5, 3, 28, 28), num_observed=2)

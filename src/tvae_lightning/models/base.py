@@ -361,21 +361,31 @@ class SequenceVAE(SequenceCompletionMixin, L.LightningModule):
         _check_num_samples("num_samples", num_samples)
         if chunk_size is not None:
             _check_num_samples("chunk_size", chunk_size)
-        expected = (self.seq_len, *self.image_shape)
-        if x.ndim != 5 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"x must have shape (batch, {', '.join(map(str, expected))}), "
-                f"got {tuple(x.shape)}"
-            )
-        # The margin admits rounding errors of image transforms but catches
-        # intensities in 0 .. 255.
-        if x.numel() and (x.min() < -1e-3 or x.max() > 1 + 1e-3):
-            raise ValueError(
-                f"x must contain intensities in [0, 1], got values from "
-                f"{float(x.min())} to {float(x.max())}"
-            )
+        self.check_frames(x, "x")
 
         return estimate_log_likelihood(self, x, num_samples, chunk_size)
+
+    def check_frames(self, frames: Tensor, name: str = "frames") -> None:
+        """Raise ``ValueError`` unless ``frames`` are sequences this model takes.
+
+        They must have shape ``(batch, seq_len, C, H, W)`` with this model's
+        ``seq_len`` and ``image_shape``, and finite intensities in [0, 1].
+        """
+        expected = (self.seq_len, *self.image_shape)
+        if frames.ndim != 5 or tuple(frames.shape[1:]) != expected:
+            raise ValueError(
+                f"{name} must have shape (batch, {', '.join(map(str, expected))}), "
+                f"got {tuple(frames.shape)}"
+            )
+        if not torch.isfinite(frames).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+        # The margin admits rounding errors of image transforms but catches
+        # intensities in 0 .. 255.
+        if frames.numel() and (frames.min() < -1e-3 or frames.max() > 1 + 1e-3):
+            raise ValueError(
+                f"{name} must contain intensities in [0, 1], got values from "
+                f"{float(frames.min())} to {float(frames.max())}"
+            )
 
     # -- training ------------------------------------------------------------
 

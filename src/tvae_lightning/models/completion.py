@@ -148,11 +148,7 @@ def complete_sequences(
     Returns:
         Completed frames ``(batch, seq_len, C, H, W)`` in [0, 1].
     """
-    if frames.ndim != 5:
-        raise ValueError(
-            "frames must have shape (batch, seq_len, channels, height, width), "
-            f"got {tuple(frames.shape)}"
-        )
+    model.check_frames(frames, "frames")
     seq_len = frames.shape[1]
     check_num_observed(num_observed, seq_len, "num_observed")
 
