@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from tvae_lightning.data.digits import (
     DigitSource,
@@ -58,9 +57,6 @@ class MNISTImageDataModule(ResumableDataModule):
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         self.save_hyperparameters()
-        self.train_source: DigitSource | None = None
-        self.val_source: DigitSource | None = None
-        self.test_source: DigitSource | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -95,18 +91,6 @@ class MNISTImageDataModule(ResumableDataModule):
 
         self.train_source = DigitSource(images[train_index], labels[train_index])
         self.val_source = DigitSource(images[val_index], labels[val_index])
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_source, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_source, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_source, train=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_source, train=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if not isinstance(batch, dict) or "images" not in batch:

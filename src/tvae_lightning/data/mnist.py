@@ -7,7 +7,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from tvae_lightning.data.digits import (
     DigitSource,
@@ -92,9 +91,6 @@ class TransformingMNISTDataModule(ResumableDataModule):
         self.sequences = TransformationSequences(
             transformation, seq_len, values, start_indices, held_out
         )
-        self.train_source: DigitSource | None = None
-        self.val_source: DigitSource | None = None
-        self.test_source: DigitSource | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -143,18 +139,6 @@ class TransformingMNISTDataModule(ResumableDataModule):
         offset = {"val": 1, "test": 2}[split]
         generator = torch.Generator().manual_seed(self.hparams.seed + offset)
         return self.sequences.sample(count, generator, split)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_source, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_source, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_source, train=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_source, train=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if not isinstance(batch, dict) or "images" not in batch:

@@ -46,6 +46,10 @@ class ResumableDataModule(L.LightningDataModule):
         self.train_generator = torch.Generator()
         self._rank_seeded = False
         self.train_sampler: ResumableDistributedSampler | None = None
+        # Data sets that the default loader methods serve; set them in setup().
+        self.train_source: Dataset | None = None
+        self.val_source: Dataset | None = None
+        self.test_source: Dataset | None = None
 
     def _seed_train_generator(self) -> None:
         if self._rank_seeded:
@@ -94,6 +98,18 @@ class ResumableDataModule(L.LightningDataModule):
             # shift the model's random stream, and a resumed run would differ.
             generator=torch.Generator().manual_seed(self.hparams.seed),
         )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_source, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_source, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_source, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_source, train=False)
 
     def _advance_train_sampler(self, count: int) -> None:
         """Mark ``count`` training samples as used while the trainer trains.
