@@ -3,9 +3,9 @@
 The CPU test suite covers bf16 on the CPU. This script repeats the checks that
 behave differently on a GPU, because CUDA autocast also has float16,
 ``torch.compile`` builds Triton kernels and deterministic mode needs a cuBLAS
-setting. It also times a training step of the TVAE at the size of the paper's
-MNIST experiments. It needs a CUDA device and exits 0 with a "skipped" line
-without one.
+setting. It also times a training step of the TVAE at the size of the Table 1
+MNIST experiments of Keller and Welling (NeurIPS 2021). It needs a CUDA
+device and exits 0 with a "skipped" line without one.
 
 NOTE: only the CPU paths of these checks have run so far; the CUDA-only parts
 (autocast on CUDA, Triton compilation, the step timer) have not run on a GPU.

@@ -41,6 +41,23 @@ def digit_dataset_class(name: str) -> type[datasets.MNIST]:
     return DIGIT_DATASETS[name]
 
 
+def check_digit_arguments(dataset: str, batch_size: int, val_fraction: float) -> None:
+    """Raise ``ValueError`` for an unknown data set or an invalid loader setting."""
+    digit_dataset_class(dataset)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+
+
+def split_train_val(count: int, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Return the training and validation indices of a seeded random split."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(count, generator=generator)
+    num_val = int(round(count * val_fraction))
+    return order[num_val:], order[:num_val]
+
+
 def raw_folder(root: str, name: str) -> str:
     """Return the folder where torchvision looks for the raw IDX files."""
     return os.path.join(root, digit_dataset_class(name).__name__, "raw")

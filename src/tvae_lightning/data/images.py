@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from tvae_lightning.data.digits import (
     DigitSource,
-    digit_dataset_class,
+    check_digit_arguments,
     download_digits,
     load_digits,
+    split_train_val,
 )
 from tvae_lightning.data.resumable import ResumableDataModule
 
@@ -51,11 +51,7 @@ class MNISTImageDataModule(ResumableDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        digit_dataset_class(dataset)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        check_digit_arguments(dataset, batch_size, val_fraction)
         self.save_hyperparameters()
 
     @property
@@ -84,10 +80,9 @@ class MNISTImageDataModule(ResumableDataModule):
             self.test_source = DigitSource(images, labels)
 
     def _split_train_val(self, images: Tensor, labels: Tensor) -> None:
-        generator = torch.Generator().manual_seed(self.hparams.seed)
-        order = torch.randperm(len(images), generator=generator)
-        num_val = int(round(len(images) * self.hparams.val_fraction))
-        train_index, val_index = order[num_val:], order[:num_val]
+        train_index, val_index = split_train_val(
+            len(images), self.hparams.val_fraction, self.hparams.seed
+        )
 
         self.train_source = DigitSource(images[train_index], labels[train_index])
         self.val_source = DigitSource(images[val_index], labels[val_index])

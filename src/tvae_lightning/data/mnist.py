@@ -10,9 +10,10 @@ from torch import Tensor
 
 from tvae_lightning.data.digits import (
     DigitSource,
-    digit_dataset_class,
+    check_digit_arguments,
     download_digits,
     load_digits,
+    split_train_val,
 )
 from tvae_lightning.data.resumable import ResumableDataModule
 from tvae_lightning.data.sequences import TransformationSequences
@@ -80,13 +81,7 @@ class TransformingMNISTDataModule(ResumableDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        digit_dataset_class(dataset)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(
-                f"val_fraction must be in [0, 1), got {val_fraction}"
-            )
+        check_digit_arguments(dataset, batch_size, val_fraction)
         self.save_hyperparameters()
         self.sequences = TransformationSequences(
             transformation, seq_len, values, start_indices, held_out
@@ -124,13 +119,12 @@ class TransformingMNISTDataModule(ResumableDataModule):
             self.test_source = DigitSource(images, labels, motions, starts)
 
     def _split_train_val(self, images: Tensor, labels: Tensor) -> None:
-        generator = torch.Generator().manual_seed(self.hparams.seed)
-        order = torch.randperm(len(images), generator=generator)
-        num_val = int(round(len(images) * self.hparams.val_fraction))
-        train_index, val_index = order[num_val:], order[:num_val]
+        train_index, val_index = split_train_val(
+            len(images), self.hparams.val_fraction, self.hparams.seed
+        )
 
         self.train_source = DigitSource(images[train_index], labels[train_index])
-        motions, starts = self._fixed_sequences(num_val, "val")
+        motions, starts = self._fixed_sequences(len(val_index), "val")
         self.val_source = DigitSource(
             images[val_index], labels[val_index], motions, starts
         )

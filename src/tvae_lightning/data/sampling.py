@@ -2,7 +2,7 @@
 
 Both samplers subclass :class:`~torch.utils.data.distributed.DistributedSampler`,
 so Lightning keeps them as they are instead of wrapping them in a sampler of its
-own, whatever ``Trainer(use_distributed_sampler=...)`` says.
+own, whatever ``Trainer(use_distributed_sampler=...)`` is set to.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class ResumableDistributedSampler(DistributedSampler):
         A finished epoch continues at the start of the next one. A state saved
         with another number of processes or another data set size restarts its
         epoch from the first index, because its position counts indices of a
-        different split; a warning says so.
+        different split; a warning is logged.
         """
         epoch, position = int(state_dict["epoch"]), int(state_dict["position"])
         layout = (state_dict.get("num_replicas"), state_dict.get("dataset_size"))

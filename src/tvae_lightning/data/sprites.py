@@ -136,7 +136,7 @@ class _ArchiveError(ValueError):
 class ArchiveSprites:
     """Images of an official dSprites ``.npz`` archive, kept as packed bits.
 
-    The archive holds ``imgs`` ``(N, 64, 64)`` uint8 in {0, 1},
+    The archive contains ``imgs`` ``(N, 64, 64)`` uint8 in {0, 1},
     ``latents_classes`` and ``latents_values`` ``(N, 6)`` (colour, shape, scale,
     orientation, x, y). The images are read in chunks and packed 8 pixels to a
     byte, so the 737,280 official images take 377 MB of memory. The grid size of

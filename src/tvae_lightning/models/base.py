@@ -89,10 +89,10 @@ class SequenceVAE(SequenceCompletionMixin, L.LightningModule):
         cap_dim: units per capsule; ``n_caps * cap_dim`` is the latent size D.
         seq_len: frames per sequence.
         image_shape: ``(channels, height, width)`` of one frame.
-        z_encoder: Gaussian encoder of z; the paper's MLP when ``None``.
+        z_encoder: Gaussian encoder of z; :class:`MLPEncoder` when ``None``.
         u_encoder: Gaussian encoder of u, or ``None`` for a model without u.
-        decoder: maps ``(frames, D)`` to logits ``(frames, C, H, W)``; the paper's
-            MLP when ``None``.
+        decoder: maps ``(frames, D)`` to logits ``(frames, C, H, W)``;
+            :class:`MLPDecoder` when ``None``.
         topography: maps ``z, u`` of shape ``(batch, seq_len, D)`` to t, or
             ``None`` for ``t = z``.
         lr: SGD learning rate.
@@ -541,7 +541,7 @@ class SequenceVAE(SequenceCompletionMixin, L.LightningModule):
         return None if names is None else tuple(names)
 
     def update_capsule_correlation(self, batch: Any, capsules: Tensor) -> None:
-        """Add a test batch to CapCorr when it says which factor each sequence varies.
+        """Add a test batch to CapCorr when it names the factor each sequence varies.
 
         Needs a ``varied`` entry ``(batch,)`` in the batch, indexing the data
         module's ``factor_names``. Batches without it, and single frames, which

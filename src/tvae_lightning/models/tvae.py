@@ -30,9 +30,9 @@ class TopographicVAE(SequenceVAE):
         capsule_window: K, the odd width of the window along a capsule.
         mu_init: initial value of the learnable shift ``mu``.
         image_shape: ``(channels, height, width)`` of one frame.
-        z_encoder: Gaussian encoder of z; the paper's MLP when ``None``.
-        u_encoder: Gaussian encoder of u; the paper's MLP when ``None``.
-        decoder: decoder to Bernoulli logits; the paper's MLP when ``None``.
+        z_encoder: Gaussian encoder of z; :class:`MLPEncoder` when ``None``.
+        u_encoder: Gaussian encoder of u; :class:`MLPEncoder` when ``None``.
+        decoder: decoder to Bernoulli logits; :class:`MLPDecoder` when ``None``.
         topography: replaces the window that ``time_window`` and
             ``capsule_window`` describe; called as ``topography(z, u)``.
         lr: SGD learning rate.

@@ -33,9 +33,9 @@ class TopographicVAE2D(SequenceVAE):
         window: odd side of the square pooling window.
         mu_init: initial value of the learnable shift ``mu``.
         image_shape: ``(channels, height, width)`` of one image.
-        z_encoder: Gaussian encoder of z; the paper's MLP when ``None``.
-        u_encoder: Gaussian encoder of u; the paper's MLP when ``None``.
-        decoder: decoder to Bernoulli logits; the paper's MLP when ``None``.
+        z_encoder: Gaussian encoder of z; :class:`MLPEncoder` when ``None``.
+        u_encoder: Gaussian encoder of u; :class:`MLPEncoder` when ``None``.
+        decoder: decoder to Bernoulli logits; :class:`MLPDecoder` when ``None``.
         topography: replaces the torus that ``torus_height``, ``torus_width``
             and ``window`` describe; called as ``topography(z, u)``.
         lr: SGD learning rate.

@@ -22,8 +22,8 @@ class VAE(SequenceVAE):
         cap_dim: units per capsule.
         seq_len: frames per sequence.
         image_shape: ``(channels, height, width)`` of one frame.
-        z_encoder: Gaussian encoder of z; the paper's MLP when ``None``.
-        decoder: decoder to Bernoulli logits; the paper's MLP when ``None``.
+        z_encoder: Gaussian encoder of z; :class:`MLPEncoder` when ``None``.
+        decoder: decoder to Bernoulli logits; :class:`MLPDecoder` when ``None``.
         lr: SGD learning rate.
         momentum: SGD momentum.
         eval_num_samples: importance samples per sequence for

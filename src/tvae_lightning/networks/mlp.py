@@ -1,4 +1,4 @@
-"""The paper's fully connected encoder and decoder."""
+"""Fully connected encoder and decoder of Keller and Welling (NeurIPS 2021)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tvae_lightning.networks.gaussian import GaussianEncoder
 class MLPEncoder(GaussianEncoder):
     """Gaussian encoder ``flatten(C x H x W) -> 3D -> ReLU -> 2D -> ReLU -> 2D``.
 
-    The last layer holds the mean and the log-variance of a diagonal Gaussian over
+    The last layer outputs the mean and the log-variance of a diagonal Gaussian over
     ``latent_dim = D`` units.
 
     Args:
