@@ -172,7 +172,7 @@ def test_bubble_window_over_seq_len():
         BubbleVAE(**SMALL, time_window=6, capsule_window=3)
 
 
-def test_encoder_latent_size_differs_from_n_caps_times_cap_dim():
+def test_encoder_latent_size_mismatch():
     with pytest.raises(
         ValueError,
         match=r"n_caps \* cap_dim = 2 \* 4 must equal the encoder's latent size",

@@ -179,7 +179,7 @@ def test_topography_gradients_finite(topography_class, u_value: float):
         assert torch.isfinite(gradient).all()
 
 
-def test_topography_at_zero_u_scales_by_inverse_sqrt_eps():
+def test_zero_u_scales_by_inverse_sqrt_eps():
     topography = ShiftingCapsuleTopography(2, 4, 4, 3, 3, mu_init=0.0)
     z = torch.ones(1, 4, 8)
     t = topography(z, torch.zeros(1, 4, 8))

@@ -75,7 +75,7 @@ class SequenceVAE(SequenceCompletionMixin, L.LightningModule):
     """Encoders, an optional topography and a Bernoulli decoder over frame sequences.
 
     Each frame ``x_l`` of a sequence is encoded independently into ``q(z_l | x_l)``
-    and, when ``u_encoder`` is given, ``q(u_l | x_l)``; the topography turns the
+    and, when ``u_encoder`` is given, ``q(u_l | x_l)``. The topography turns the
     sampled ``z`` and ``u`` of the whole sequence into ``t``, which the decoder
     maps to Bernoulli logits per pixel. The loss is the negative ELBO per frame:
     summed binary cross-entropy plus ``KL(q(z) || N(0, I))`` plus
