@@ -156,6 +156,34 @@ def test_log_likelihood_matches_slow_estimate():
     torch.testing.assert_close(estimate, torch.tensor(slow), rtol=1e-5, atol=1e-3)
 
 
+def test_log_likelihood_reuses_given_posterior():
+    model = build_model("tvae")
+    x = torch.rand(3, 3, *IMAGE_SHAPE)
+
+    torch.manual_seed(2)
+    encoded_here = model.log_likelihood(x, num_samples=5)
+    with torch.no_grad():
+        posterior = model.encode(x)
+    torch.manual_seed(2)
+    reused = model.log_likelihood(x, num_samples=5, posterior=posterior)
+
+    torch.testing.assert_close(reused, encoded_here, rtol=0, atol=0)
+
+
+def test_log_likelihood_rejects_posterior_of_other_frames():
+    model = build_model("tvae")
+    with torch.no_grad():
+        posterior = model.encode(torch.rand(2, 3, *IMAGE_SHAPE))
+    with pytest.raises(ValueError, match=r"posterior holds \(2, 3\)"):
+        model.log_likelihood(torch.rand(4, 3, *IMAGE_SHAPE), posterior=posterior)
+
+
+def test_log_likelihood_of_empty_batch_is_empty():
+    model = build_model("tvae")
+    estimate = model.log_likelihood(torch.rand(0, 3, *IMAGE_SHAPE), num_samples=3)
+    assert estimate.shape == (0,)
+
+
 def test_log_likelihood_shape_per_sequence():
     model = build_model("bubble")
     estimate = model.log_likelihood(torch.rand(5, 3, *IMAGE_SHAPE), num_samples=3)
@@ -273,3 +301,17 @@ def test_test_logs_log_likelihood(tmp_path: Path):
     )
     results = trainer.test(model, datamodule=FrameData(torch.rand(8, 3, *IMAGE_SHAPE)))
     assert results[0]["test/log_likelihood"] < 0
+
+
+def test_test_step_encodes_each_batch_once(tmp_path: Path):
+    # The log-likelihood reuses the posterior of the loss instead of encoding
+    # the frames a second time.
+    model = build_model("tvae")
+    calls = []
+    model.z_encoder.register_forward_hook(lambda *args: calls.append(1))
+    trainer = L.Trainer(
+        logger=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.test(model, datamodule=FrameData(torch.rand(8, 3, *IMAGE_SHAPE)))
+    assert len(calls) == 2

@@ -20,7 +20,11 @@ from tvae_lightning import (
 )
 from tvae_lightning.data import TransformingMNISTDataModule
 from tvae_lightning.models import VAE, ELBOTerms
-from tvae_lightning.models.losses import bernoulli_nll, gaussian_kl
+from tvae_lightning.models.losses import (
+    bernoulli_log_prob,
+    bernoulli_nll,
+    gaussian_kl,
+)
 from tvae_lightning.models.noise import keyed_normal
 from tvae_lightning.networks import LOGVAR_MAX, LOGVAR_MIN, GaussianEncoder, MLPEncoder
 
@@ -218,6 +222,24 @@ def test_bernoulli_nll_large_logits_match_reference():
     targets = torch.tensor([[0.0, 1.0, 0.5, 0.5], [0.5, 1.0, 0.0, 1.0]])
     expected = slow_bernoulli_nll(logits, targets).float()
     assert torch.allclose(bernoulli_nll(logits, targets), expected, rtol=1e-6)
+
+
+def test_bernoulli_log_prob_broadcasts_and_keeps_large_logits():
+        # Two samples of logits share one copy of the targets. The 1e30 logit has
+    # target 1, so it contributes 0 and must not swamp the small terms of its row.
+    logits = torch.tensor([
+        [[1e4, -1e4, 80.0, -80.0], [0.0, 3.0, -3.0, 1e30]],
+        [[0.5, -0.5, 2.0, -2.0], [7.0, -7.0, 0.1, -0.1]],
+    ])
+    targets = torch.tensor([[0.0, 1.0, 0.5, 0.5], [0.5, 1.0, 0.0, 1.0]])
+
+    log_prob = bernoulli_log_prob(logits, targets)
+
+    expected = torch.stack(
+        [-slow_bernoulli_nll(sample, targets).float() for sample in logits]
+    )
+    assert log_prob.shape == (2, 2)
+    assert torch.allclose(log_prob, expected, rtol=1e-6)
 
 
 def test_bernoulli_nll_large_logits_finite_gradient():

@@ -337,7 +337,11 @@ class SequenceVAE(SequenceCompletionMixin, L.LightningModule):
 
     @torch.no_grad()
     def log_likelihood(
-        self, x: Tensor, num_samples: int = 10, chunk_size: int | None = None
+        self,
+        x: Tensor,
+        num_samples: int = 10,
+        chunk_size: int | None = None,
+        posterior: Posterior | None = None,
     ) -> Tensor:
         """Estimate ``log p(x_1..S) / S`` of each sequence by importance sampling.
 
@@ -354,6 +358,8 @@ class SequenceVAE(SequenceCompletionMixin, L.LightningModule):
             num_samples: importance samples per sequence.
             chunk_size: samples decoded in one pass, to bound memory; all at once
                 when ``None``.
+            posterior: ``self.encode(x)``, to reuse an encoding the caller has
+                already computed; ``x`` is encoded here when ``None``.
 
         Returns:
             Nats per frame, shape ``(batch,)``.
@@ -362,8 +368,16 @@ class SequenceVAE(SequenceCompletionMixin, L.LightningModule):
         if chunk_size is not None:
             _check_num_samples("chunk_size", chunk_size)
         self.check_frames(x, "x")
+        if posterior is not None and posterior.z_mean.shape[:2] != x.shape[:2]:
+            raise ValueError(
+                f"posterior holds {tuple(posterior.z_mean.shape[:2])} (batch, "
+                f"seq_len) but x holds {tuple(x.shape[:2])}; pass "
+                "posterior=model.encode(x) or leave it out"
+            )
+        if x.shape[0] == 0:
+            return x.new_zeros(0)
 
-        return estimate_log_likelihood(self, x, num_samples, chunk_size)
+        return estimate_log_likelihood(self, x, num_samples, chunk_size, posterior)
 
     def check_frames(self, frames: Tensor, name: str = "frames") -> None:
         """Raise ``ValueError`` unless ``frames`` are sequences this model takes.
@@ -527,7 +541,9 @@ class SequenceVAE(SequenceCompletionMixin, L.LightningModule):
             self.log("test/equivariance_error", self.test_equivariance)
 
         frames = self.frames_of(batch)
-        log_likelihood = self.log_likelihood(frames, self.eval_num_samples)
+        log_likelihood = self.log_likelihood(
+            frames, self.eval_num_samples, posterior=posterior
+        )
         self.test_log_likelihood.update(log_likelihood)
         self.log("test/log_likelihood", self.test_log_likelihood)
 

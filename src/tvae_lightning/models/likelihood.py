@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from tvae_lightning.models.losses import (
-    bernoulli_nll,
+    bernoulli_log_prob,
     gaussian_log_prob,
     standard_normal_log_prob,
 )
@@ -74,9 +74,9 @@ def log_importance_weights(
     flat_u = None if u is None else u.flatten(0, 1)
     logits = model.decode(model.group(z.flatten(0, 1), flat_u))
 
-    targets = frames.expand(num_samples, *frames.shape)
-    log_px = -bernoulli_nll(logits.flatten(0, 1), targets.flatten(0, 2))
-    log_px = log_px.view(num_samples, batch, seq_len).sum(dim=-1)
+    # The frames broadcast over the samples instead of being copied N times.
+    logits = logits.view(num_samples, batch, seq_len, -1)
+    log_px = bernoulli_log_prob(logits, frames.flatten(2)).sum(dim=-1)
 
     log_prior = standard_normal_log_prob(z).sum(dim=-1)
     log_proposal = gaussian_log_prob(
@@ -96,6 +96,7 @@ def estimate_log_likelihood(
     frames: Tensor,
     num_samples: int,
     chunk_size: int | None = None,
+    posterior: Posterior | None = None,
 ) -> Tensor:
     """Return the importance-sampled ``log p(x_1..S) / S`` of each sequence.
 
@@ -105,11 +106,14 @@ def estimate_log_likelihood(
         num_samples: N, samples of the latents of each sequence.
         chunk_size: samples decoded in one pass; all N at once when ``None``.
             Each pass decodes ``chunk_size * batch * seq_len`` frames.
+        posterior: ``model.encode(frames)`` when the caller has it already;
+            encoded here when ``None``.
 
     Returns:
         Nats per frame, shape ``(batch,)``.
     """
-    posterior = model.encode(frames)
+    if posterior is None:
+        posterior = model.encode(frames)
     chunk_size = num_samples if chunk_size is None else chunk_size
 
     chunks = []

@@ -23,6 +23,21 @@ def bernoulli_nll(logits: Tensor, targets: Tensor) -> Tensor:
     return nll.flatten(1).sum(dim=1)
 
 
+def bernoulli_log_prob(logits: Tensor, targets: Tensor) -> Tensor:
+    """Return ``log p(targets | logits)`` summed over the last dimension.
+
+    ``targets`` broadcast against ``logits``, so many samples of logits can be
+    scored against one copy of the frames. Each pixel contributes
+    ``targets * logits - softplus(logits)``, which is minus the binary
+    cross-entropy. The terms are added per pixel before the sum, so a huge logit
+    cannot swamp the others. Inputs are upcast to float32.
+    """
+    logits, targets = logits.float(), targets.float()
+    nll = F.softplus(logits)
+    nll.addcmul_(logits, targets, value=-1.0)
+    return -nll.sum(dim=-1)
+
+
 def gaussian_kl(mean: Tensor, logvar: Tensor) -> Tensor:
     """Return ``KL(N(mean, exp(logvar)) || N(0, I))`` summed over the last dimension."""
     mean, logvar = mean.float(), logvar.float()
