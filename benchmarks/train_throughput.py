@@ -63,6 +63,11 @@ def parse_args() -> argparse.Namespace:
                         help="untimed training steps before the timed ones")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="sequences per batch")
+    parser.add_argument("--seq-len", type=int, default=None,
+                        help="frames per sequence instead of the config's; the "
+                             "time window shrinks to fit when needed")
+    parser.add_argument("--n-caps", type=int, default=None,
+                        help="number of capsules instead of the config's")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="device of the model and the data generation")
     parser.add_argument("--precision", default="32-true",
@@ -78,6 +83,10 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     for name in ("steps", "batch_size", "matmul_size"):
         if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer")
+    for name in ("seq_len", "n_caps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer")
     if args.warmup < 0:
         parser.error("--warmup must be 0 or more")
@@ -113,6 +122,26 @@ def instantiate(spec: dict[str, Any], **overrides: Any) -> Any:
     module_name, _, class_name = spec["class_path"].rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(**{**spec.get("init_args", {}), **overrides})
+
+
+def size_overrides(
+    args: argparse.Namespace, config: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return the model and data arguments that ``--seq-len`` and ``--n-caps`` change.
+
+    A time window longer than the new sequence is cut to the sequence length,
+    because the model accepts no longer window.
+    """
+    model_args: dict[str, Any] = {}
+    data_args: dict[str, Any] = {}
+    if args.n_caps is not None:
+        model_args["n_caps"] = args.n_caps
+    if args.seq_len is not None:
+        model_args["seq_len"] = data_args["seq_len"] = args.seq_len
+        window = config["model"].get("init_args", {}).get("time_window")
+        if window is not None and window > args.seq_len:
+            model_args["time_window"] = args.seq_len
+    return model_args, data_args
 
 
 class StepTimer(L.Callback):
@@ -183,9 +212,10 @@ def main() -> None:
         if root is None:
             root = Path(folder) / "data"
             write_synthetic_mnist(root, 512)
-        model = instantiate(config["model"])
+        model_args, data_args = size_overrides(args, config)
+        model = instantiate(config["model"], **model_args)
         data = instantiate(config["data"], root=str(root), batch_size=args.batch_size,
-                           download=False)
+                           download=False, **data_args)
         timer = StepTimer(args.warmup, device)
         trainer = L.Trainer(
             accelerator=args.device,
@@ -226,6 +256,9 @@ def main() -> None:
         "matmul_gflop_per_second": round(reference, 2),
         "matmul_fraction": round(achieved / reference, 4),
         "batch_size": args.batch_size,
+        "seq_len": model.seq_len,
+        "n_caps": model.n_caps,
+        "time_window": model.hparams.get("time_window"),
         "timed_steps": len(timer.seconds),
         "device": args.device,
         "precision": args.precision,
