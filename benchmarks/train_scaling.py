@@ -53,7 +53,7 @@ def run_once(args: argparse.Namespace, option: str, value: int) -> dict:
         "--steps", str(args.steps), "--warmup", str(args.warmup),
         "--threads", str(args.threads), "--device", args.device,
     ]
-    finished = subprocess.run(command, capture_output=True, text=True)
+    finished = subprocess.run(command, capture_output=True, text=True, check=False)
     if finished.returncode != 0:
         raise RuntimeError(
             f"{' '.join(command)} failed with exit status {finished.returncode}:\n"
@@ -64,10 +64,11 @@ def run_once(args: argparse.Namespace, option: str, value: int) -> dict:
 
 def table(rows: list[dict], key: str, heading: str) -> str:
     """Return a Markdown table of the step cost against ``key``."""
+    columns = [heading, "ms per step", "sequences/s", "GFLOP per step", "GFLOP/s",
+               "matmul fraction", "peak memory, MB"]
     lines = [
-        f"| {heading} | ms per step | sequences/s | GFLOP per step "
-        "| GFLOP/s | matmul fraction | peak memory, MB |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| " + " | ".join(columns) + " |",
+        "|" + " ---: |" * len(columns),
     ]
     for row in rows:
         lines.append(
