@@ -53,10 +53,14 @@ def test_preview_test_split_shows_held_out_motion(mnist_root: Path, tmp_path: Pa
     assert out.stat().st_size > 0
 
 
-def test_preview_rejects_zero_rows(mnist_root: Path, tmp_path: Path):
-    with pytest.raises(ValueError, match="rows"):
+def test_preview_rejects_zero_rows_before_loading_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    # The data root is empty, so loading the data would fail with another error.
+    with pytest.raises(SystemExit):
         main([
             "preview", "--config", str(CONFIGS / "colour.yaml"),
             "--out", str(tmp_path / "x.png"), "--rows", "0",
-            "--data.root", str(mnist_root), "--data.download", "false",
+            "--data.root", str(tmp_path), "--data.download", "false",
         ])
+    assert "--rows must be a positive integer, got 0" in capsys.readouterr().err

@@ -111,6 +111,10 @@ def main(args: list[str] | None = None) -> None:
     )
     parser = build_parser()
     config = parser.parse_args(args)
+    # Checked before the data module is built, which may load a whole data set.
+    if config.subcommand == "preview" and config.preview.rows < 1:
+        parser.error(f"--rows must be a positive integer, got {config.preview.rows}")
+
     # jsonargparse 4.49 renamed instantiate_classes to instantiate.
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
     config = instantiate(config)
