@@ -42,18 +42,28 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import yaml
-from torch import Tensor
 
-# Python puts this script's folder on sys.path, so the sibling script is importable.
-from train_throughput import DEFAULT_CONFIG, instantiate, write_synthetic_mnist
+# Python puts this script's folder on sys.path, so the sibling module is importable.
+from common import (
+    DEFAULT_CONFIG,
+    check_positive,
+    check_threads_and_device,
+    instantiate,
+    load_config,
+    new_parser,
+    setup_data,
+    synthetic_digit_count,
+    write_synthetic_mnist,
+)
+from torch import Tensor
 
 from tvae_lightning.metrics.functional.equivariance import equivariance_error
 from tvae_lightning.models.likelihood import draw_latents, log_importance_weights
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args() -> tuple[argparse.Namespace, dict]:
+    """Return the checked arguments and the config they name."""
+    parser = new_parser(__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                         help="LightningCLI YAML config naming the model and data")
     parser.add_argument("--batches", type=int, default=3,
@@ -70,10 +80,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads; 0 keeps the default")
     args = parser.parse_args()
-    for name in ("batches", "batch_size", "num_samples"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer")
-    return args
+
+    check_positive(parser, args, "batches", "batch_size", "num_samples")
+    check_threads_and_device(parser, args)
+    return args, load_config(parser, args.config)
 
 
 def batched_method(model, frames: Tensor, num_samples: int) -> tuple[Tensor, Tensor]:
@@ -136,31 +146,36 @@ def make_batches(args: argparse.Namespace, config: dict, folder: str) -> list[Te
     root = args.data_root
     if root is None:
         root = Path(folder) / "data"
-        write_synthetic_mnist(root, 256)
+        val_fraction = config["data"].get("init_args", {}).get("val_fraction", 0.2)
+        sequences = args.batch_size * (args.batches + 1)
+        write_synthetic_mnist(root, synthetic_digit_count(sequences, val_fraction))
     data = instantiate(config["data"], root=str(root), batch_size=args.batch_size,
                        download=False)
-    data.setup("fit")
+    setup_data(data, root)
 
     batches = []
     for batch in data.train_dataloader():
         batch = {key: value.to(args.device) for key, value in batch.items()}
-        batches.append(data.on_after_batch_transfer(batch, 0)["frames"])
+        frames = data.on_after_batch_transfer(batch, 0)["frames"]
+        # A short last batch would overstate the rate, which counts batch_size.
+        if len(frames) == args.batch_size:
+            batches.append(frames)
         if len(batches) == args.batches + 1:
             break
 
     if len(batches) < args.batches + 1:
-        raise ValueError(
-            f"--batches {args.batches} needs {args.batches + 1} batches but the "
-            f"training split has {len(batches)}; lower --batches or --batch-size"
+        raise SystemExit(
+            f"eval_throughput.py: error: --batches {args.batches} needs "
+            f"{args.batches + 1} batches but the training split has {len(batches)}; "
+            "lower --batches or --batch-size"
         )
     return batches
 
 
 def main() -> None:
-    args = parse_args()
+    args, config = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = yaml.safe_load(args.config.read_text())
     L.seed_everything(0, verbose=False)
 
     with tempfile.TemporaryDirectory() as folder:

@@ -219,7 +219,10 @@ def main() -> int:
     args = parser.parse_args()
 
     if not torch.cuda.is_available():
-        print(json.dumps({"check": "all", "skipped": "no CUDA device"}))
+        skipped = {"check": "all", "skipped": "no CUDA device"}
+        if args.out is not None:
+            args.out.write_text(json.dumps(skipped, indent=2) + "\n")
+        print(json.dumps(skipped))
         return 0
 
     results = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}

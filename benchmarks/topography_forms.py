@@ -34,6 +34,9 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+# Python puts this script's folder on sys.path, so the sibling module is importable.
+from common import check_positive, check_threads_and_device, new_parser
 from torch import Tensor
 
 from tvae_lightning.topography import ShiftingCapsuleTopography
@@ -41,8 +44,9 @@ from tvae_lightning.topography import ShiftingCapsuleTopography
 Energy = Callable[[Tensor], Tensor]
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args() -> tuple[argparse.Namespace, ShiftingCapsuleTopography]:
+    """Return the checked arguments and the topography they describe."""
+    parser = new_parser(__doc__.split("\n")[0])
     parser.add_argument("--batch-size", type=int, default=8, help="sequences")
     parser.add_argument("--seq-len", type=int, default=18, help="S, frames")
     parser.add_argument("--n-caps", type=int, default=18, help="capsules")
@@ -55,10 +59,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads; 0 keeps the default")
     args = parser.parse_args()
-    for name in ("batch_size", "seq_len", "n_caps", "cap_dim", "repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer")
-    return args
+
+    check_positive(parser, args, "batch_size", "seq_len", "n_caps", "cap_dim",
+                   "repeats")
+    check_threads_and_device(parser, args)
+    try:
+        topography = ShiftingCapsuleTopography(
+            args.n_caps, args.cap_dim, args.seq_len, args.time_window,
+            args.capsule_window,
+        )
+    except ValueError as error:
+        parser.error(f"{error} (this script times the shifting window, which "
+                     "needs a time window of at least 1)")
+    return args, topography
 
 
 def build_forms(
@@ -138,14 +151,10 @@ def time_form(energy: Energy, u: Tensor, upstream: Tensor, repeats: int) -> floa
 
 
 def main() -> None:
-    args = parse_args()
+    args, topography = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    topography = ShiftingCapsuleTopography(
-        args.n_caps, args.cap_dim, args.seq_len, args.time_window,
-        args.capsule_window,
-    )
     forms = build_forms(topography, device)
 
     torch.manual_seed(0)

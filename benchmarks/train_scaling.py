@@ -30,19 +30,34 @@ SWEEPS = {
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--steps", type=int, default=20, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per run")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 8, 16, 32])
-    parser.add_argument("--seq-lens", type=int, nargs="+", default=[6, 12, 18, 36])
-    parser.add_argument("--n-caps", type=int, nargs="+", default=[9, 18, 36])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 8, 16, 32],
+                        help="sequences per batch, one run each")
+    parser.add_argument("--seq-lens", type=int, nargs="+", default=[6, 12, 18, 36],
+                        help="frames per sequence, one run each")
+    parser.add_argument("--n-caps", type=int, nargs="+", default=[9, 18, 36],
+                        help="numbers of capsules, one run each")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads; 0 keeps the default")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args()
-    values = [*args.batch_sizes, *args.seq_lens, *args.n_caps, args.steps]
-    if min(values) < 1:
-        parser.error("sizes and --steps must be positive integers")
+
+    for option in ("batch_sizes", "seq_lens", "n_caps"):
+        bad = [value for value in getattr(args, option) if value < 1]
+        if bad:
+            parser.error(f"--{option.replace('_', '-')} must be positive integers, "
+                         f"got {bad[0]}")
+    if args.steps < 1:
+        parser.error(f"--steps must be a positive integer, got {args.steps}")
+    if args.warmup < 0:
+        parser.error(f"--warmup must be 0 or more, got {args.warmup}")
+    if args.threads < 0:
+        parser.error(f"--threads must be 0 (torch's default) or more, got {args.threads}")
     return args
 
 

@@ -32,37 +32,43 @@ Run: ``python3 benchmarks/train_throughput.py [--steps 40] [--warmup 5]``
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import resource
 import statistics
-import struct
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
-import yaml
+
+# Python puts this script's folder on sys.path, so the sibling module is importable.
+from common import (
+    DEFAULT_CONFIG,
+    check_positive,
+    check_threads_and_device,
+    instantiate,
+    load_config,
+    new_parser,
+    setup_data,
+    synthetic_digit_count,
+    write_synthetic_mnist,
+)
 from torch.utils.flop_counter import FlopCounterMode
 
-DEFAULT_CONFIG = (
-    Path(__file__).resolve().parent.parent / "configs/table1/tvae_L13_K3.yaml"
-)
 
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args() -> tuple[argparse.Namespace, dict[str, Any]]:
+    """Return the checked arguments and the config they name."""
+    parser = new_parser(__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                         help="LightningCLI YAML config naming the model and data")
     parser.add_argument("--steps", type=int, default=40, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=5,
                         help="untimed training steps before the timed ones")
-    parser.add_argument("--batch-size", type=int, default=8,
-                        help="sequences per batch")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="sequences per batch; the config's when omitted")
     parser.add_argument("--seq-len", type=int, default=None,
                         help="frames per sequence instead of the config's; the "
                              "time window shrinks to fit when needed")
@@ -81,47 +87,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads; 0 keeps the default")
     args = parser.parse_args()
-    for name in ("steps", "batch_size", "matmul_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer")
-    for name in ("seq_len", "n_caps"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer")
+
+    check_positive(parser, args, "steps", "batch_size", "seq_len", "n_caps",
+                   "matmul_size")
     if args.warmup < 0:
-        parser.error("--warmup must be 0 or more")
-    return args
-
-
-def write_synthetic_mnist(root: Path, count: int) -> None:
-    """Write ``count`` blob images as MNIST IDX files under ``root/MNIST/raw``."""
-    generator = np.random.default_rng(0)
-    ys, xs = np.mgrid[0:28, 0:28]
-    centres = generator.uniform(8, 20, size=(count, 3, 2))
-    widths = generator.uniform(1.5, 3.5, size=(count, 3))
-    distance = (
-        (ys - centres[..., 0, None, None]) ** 2
-        + (xs - centres[..., 1, None, None]) ** 2
-    )
-    images = np.exp(-distance / widths[..., None, None] ** 2).sum(axis=1)
-    images = np.clip(images / images.max(axis=(1, 2), keepdims=True), 0, 1)
-    images = (images * 255).astype(np.uint8)
-    labels = generator.integers(0, 10, size=count).astype(np.uint8)
-
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    image_bytes = struct.pack(">IIII", 2051, count, 28, 28) + images.tobytes()
-    label_bytes = struct.pack(">II", 2049, count) + labels.tobytes()
-    for split in ("train", "t10k"):
-        (raw / f"{split}-images-idx3-ubyte").write_bytes(image_bytes)
-        (raw / f"{split}-labels-idx1-ubyte").write_bytes(label_bytes)
-
-
-def instantiate(spec: dict[str, Any], **overrides: Any) -> Any:
-    """Build the object a ``class_path`` and ``init_args`` entry of a config names."""
-    module_name, _, class_name = spec["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(**{**spec.get("init_args", {}), **overrides})
+        parser.error(f"--warmup must be 0 or more, got {args.warmup}")
+    check_threads_and_device(parser, args)
+    config = load_config(parser, args.config)
+    if args.batch_size is None:
+        args.batch_size = config["data"].get("init_args", {}).get("batch_size", 8)
+    return args, config
 
 
 def size_overrides(
@@ -145,13 +120,20 @@ def size_overrides(
 
 
 class StepTimer(L.Callback):
-    """Record the wall time of each training batch after ``warmup`` batches."""
+    """Record the wall time of each full training batch after ``warmup`` batches.
 
-    def __init__(self, warmup: int, device: torch.device) -> None:
+    Steps on a batch of other than ``batch_size`` sequences, such as the last
+    batch of an epoch, are counted in ``partial_steps`` and not timed, so the
+    rate is not overstated.
+    """
+
+    def __init__(self, warmup: int, batch_size: int, device: torch.device) -> None:
         self.warmup = warmup
+        self.batch_size = batch_size
         self.device = device
         self.seconds: list[float] = []
         self.cpu_seconds: list[float] = []
+        self.partial_steps = 0
         self._start = 0.0
         self._cpu_start = 0.0
 
@@ -166,9 +148,15 @@ class StepTimer(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._synchronize()
-        if trainer.global_step > self.warmup:
-            self.seconds.append(time.perf_counter() - self._start)
-            self.cpu_seconds.append(time.process_time() - self._cpu_start)
+        if trainer.global_step <= self.warmup:
+            return
+
+        frames = batch["frames"] if isinstance(batch, dict) else batch
+        if len(frames) != self.batch_size:
+            self.partial_steps += 1
+            return
+        self.seconds.append(time.perf_counter() - self._start)
+        self.cpu_seconds.append(time.process_time() - self._cpu_start)
 
 
 def matmul_gflops(size: int, device: torch.device, seconds: float = 1.0) -> float:
@@ -199,24 +187,27 @@ def step_gflop(model: Any, frames: torch.Tensor) -> float:
 
 
 def main() -> None:
-    args = parse_args()
+    args, config = parse_args()
     logging.getLogger("lightning").setLevel(logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    config = yaml.safe_load(args.config.read_text())
     L.seed_everything(0, verbose=False)
 
     with tempfile.TemporaryDirectory() as folder:
         root = args.data_root
         if root is None:
             root = Path(folder) / "data"
-            write_synthetic_mnist(root, 512)
+            val_fraction = config["data"].get("init_args", {}).get("val_fraction", 0.2)
+            sequences = args.batch_size * (args.warmup + args.steps + 1)
+            write_synthetic_mnist(root, synthetic_digit_count(sequences, val_fraction))
+
         model_args, data_args = size_overrides(args, config)
-        model = instantiate(config["model"], **model_args)
         data = instantiate(config["data"], root=str(root), batch_size=args.batch_size,
                            download=False, **data_args)
-        timer = StepTimer(args.warmup, device)
+        setup_data(data, root)
+        model = instantiate(config["model"], **model_args)
+        timer = StepTimer(args.warmup, args.batch_size, device)
         trainer = L.Trainer(
             accelerator=args.device,
             devices=1,
@@ -224,7 +215,7 @@ def main() -> None:
             max_steps=args.warmup + args.steps,
             limit_val_batches=0,
             num_sanity_val_steps=0,
-            log_every_n_steps=config["trainer"].get("log_every_n_steps", 50),
+            log_every_n_steps=(config.get("trainer") or {}).get("log_every_n_steps", 50),
             logger=L.pytorch.loggers.CSVLogger(folder),
             enable_checkpointing=False,
             enable_progress_bar=False,
@@ -232,6 +223,12 @@ def main() -> None:
             callbacks=[timer],
         )
         trainer.fit(model, datamodule=data)
+        if not timer.seconds:
+            raise SystemExit(
+                f"train_throughput.py: error: none of the {args.steps} timed steps "
+                f"had a full batch of {args.batch_size} sequences; lower "
+                "--batch-size or use more digits"
+            )
 
         batch = next(iter(data.train_dataloader()))
         batch = {key: value.to(device) for key, value in batch.items()}
@@ -256,12 +253,13 @@ def main() -> None:
         "matmul_gflop_per_second": round(reference, 2),
         "matmul_fraction": round(achieved / reference, 4),
         "batch_size": args.batch_size,
-        "seq_len": model.seq_len,
-        "n_caps": model.n_caps,
+        "seq_len": getattr(model, "seq_len", None),
+        "n_caps": getattr(model, "n_caps", None),
         "time_window": model.hparams.get("time_window"),
         "timed_steps": len(timer.seconds),
+        "partial_steps": timer.partial_steps,
         "device": args.device,
-        "precision": args.precision,
+        "precision": str(trainer.precision),
         "threads": torch.get_num_threads(),
     }
     print(f"{result['sequences_per_second']} sequences/s, "

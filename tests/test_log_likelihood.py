@@ -174,8 +174,34 @@ def test_log_likelihood_rejects_posterior_of_other_frames():
     model = build_model("tvae")
     with torch.no_grad():
         posterior = model.encode(torch.rand(2, 3, *IMAGE_SHAPE))
-    with pytest.raises(ValueError, match=r"posterior holds \(2, 3\)"):
+    with pytest.raises(ValueError, match=r"shape \(2, 3, 8\) but .* \(4, 3, 8\)"):
         model.log_likelihood(torch.rand(4, 3, *IMAGE_SHAPE), posterior=posterior)
+
+
+def test_log_likelihood_rejects_posterior_of_wider_model():
+    model = build_model("tvae")
+    wider = TopographicVAE(time_window=3, capsule_window=3, **{**SMALL, "n_caps": 3})
+    x = torch.rand(2, 3, *IMAGE_SHAPE)
+    with torch.no_grad():
+        posterior = wider.encode(x)
+    with pytest.raises(ValueError, match=r"shape \(2, 3, 12\) but .* \(2, 3, 8\)"):
+        model.log_likelihood(x, posterior=posterior)
+
+
+@pytest.mark.parametrize(("encoder", "scorer"), [("vae", "tvae"), ("tvae", "vae")])
+def test_log_likelihood_rejects_posterior_with_other_latents(encoder, scorer):
+    x = torch.rand(2, 3, *IMAGE_SHAPE)
+    with torch.no_grad():
+        posterior = build_model(encoder).encode(x)
+    with pytest.raises(ValueError, match="u encoder"):
+        build_model(scorer).log_likelihood(x, posterior=posterior)
+
+
+def test_log_likelihood_rejects_posterior_of_wrong_type():
+    model = build_model("tvae")
+    x = torch.rand(2, 3, *IMAGE_SHAPE)
+    with pytest.raises(TypeError, match="got tuple"):
+        model.log_likelihood(x, posterior=(x, x))
 
 
 def test_log_likelihood_of_empty_batch_is_empty():

@@ -357,9 +357,13 @@ class SequenceVAE(SequenceCompletionMixin, L.LightningModule):
             x: sequences ``(batch, seq_len, C, H, W)`` with intensities in [0, 1].
             num_samples: importance samples per sequence.
             chunk_size: samples decoded in one pass, to bound memory; all at once
-                when ``None``.
+                when ``None``. Chunks draw the noise in another order, so under
+                one seed the estimate changes with ``chunk_size`` by the Monte
+                Carlo error.
             posterior: ``self.encode(x)``, to reuse an encoding the caller has
-                already computed; ``x`` is encoded here when ``None``.
+                already computed; ``x`` is encoded here when ``None``. Only its
+                type and shapes are checked: the posterior of other frames of
+                the same shape gives a wrong estimate without an error.
 
         Returns:
             Nats per frame, shape ``(batch,)``.
@@ -368,16 +372,35 @@ class SequenceVAE(SequenceCompletionMixin, L.LightningModule):
         if chunk_size is not None:
             _check_num_samples("chunk_size", chunk_size)
         self.check_frames(x, "x")
-        if posterior is not None and posterior.z_mean.shape[:2] != x.shape[:2]:
-            raise ValueError(
-                f"posterior holds {tuple(posterior.z_mean.shape[:2])} (batch, "
-                f"seq_len) but x holds {tuple(x.shape[:2])}; pass "
-                "posterior=model.encode(x) or leave it out"
-            )
+        if posterior is not None:
+            self.check_posterior(posterior, x)
         if x.shape[0] == 0:
             return x.new_zeros(0)
 
         return estimate_log_likelihood(self, x, num_samples, chunk_size, posterior)
+
+    def check_posterior(self, posterior: Posterior, x: Tensor) -> None:
+        """Raise unless ``posterior`` has the type and shapes of ``self.encode(x)``."""
+        if not isinstance(posterior, Posterior):
+            raise TypeError(
+                "posterior must be the Posterior that model.encode(x) returns, got "
+                f"{type(posterior).__name__}"
+            )
+
+        expected = (*x.shape[:2], self.latent_dim)
+        if tuple(posterior.z_mean.shape) != expected:
+            raise ValueError(
+                f"posterior holds latents of shape {tuple(posterior.z_mean.shape)} "
+                f"but model.encode(x) gives {expected} (batch, seq_len, D); pass "
+                "posterior=model.encode(x) of this model or leave it out"
+            )
+        if (posterior.u_mean is None) != (self.u_encoder is None):
+            has_u = "has" if posterior.u_mean is not None else "has no"
+            wants_u = "has" if self.u_encoder is not None else "has no"
+            raise ValueError(
+                f"posterior {has_u} u but this model {wants_u} u encoder; pass "
+                "posterior=model.encode(x) of this model or leave it out"
+            )
 
     def check_frames(self, frames: Tensor, name: str = "frames") -> None:
         """Raise ``ValueError`` unless ``frames`` are sequences this model takes.
