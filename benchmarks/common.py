@@ -46,7 +46,8 @@ def check_threads_and_device(
 ) -> None:
     """Exit with a usage error for a negative ``--threads`` or a missing GPU."""
     if args.threads < 0:
-        parser.error(f"--threads must be 0 (torch's default) or more, got {args.threads}")
+        parser.error(f"--threads must be 0 (torch's default) or more, "
+                     f"got {args.threads}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA GPU, and torch finds none; "
                      "use --device cpu")
@@ -75,11 +76,26 @@ def load_config(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
     return config
 
 
+def init_args(spec: dict[str, Any]) -> dict[str, Any]:
+    """Return the ``init_args`` of a config section, empty when it has none."""
+    return spec.get("init_args") or {}
+
+
 def instantiate(spec: dict[str, Any], **overrides: Any) -> Any:
-    """Build the object a ``class_path`` and ``init_args`` entry of a config names."""
-    module_name, _, class_name = spec["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(**{**spec.get("init_args", {}), **overrides})
+    """Build the object a ``class_path`` and ``init_args`` entry of a config names.
+
+    Exits with one line naming the class when it cannot be found or built.
+    """
+    class_path = spec["class_path"]
+    try:
+        module_name, _, class_name = class_path.rpartition(".")
+        cls = getattr(importlib.import_module(module_name), class_name)
+        return cls(**{**init_args(spec), **overrides})
+    except (ImportError, AttributeError, TypeError, ValueError) as error:
+        raise SystemExit(
+            f"{Path(sys.argv[0]).name}: error: cannot build {class_path} from the "
+            f"config: {error}"
+        ) from None
 
 
 def write_synthetic_mnist(root: Path, count: int) -> None:

@@ -72,8 +72,11 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
 
     check_positive(parser, args, "batch_size", "seq_len", "seconds", "rounds")
+    if not math.isfinite(args.seconds):
+        parser.error(f"--seconds must be a finite number, got {args.seconds}")
     if args.threads < 0:
-        parser.error(f"--threads must be 0 (torch's default) or more, got {args.threads}")
+        parser.error(f"--threads must be 0 (torch's default) or more, "
+                     f"got {args.threads}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA GPU, and torch finds none; "
                      "use --device cpu or all")

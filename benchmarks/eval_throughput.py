@@ -48,6 +48,7 @@ from common import (
     DEFAULT_CONFIG,
     check_positive,
     check_threads_and_device,
+    init_args,
     instantiate,
     load_config,
     new_parser,
@@ -146,7 +147,7 @@ def make_batches(args: argparse.Namespace, config: dict, folder: str) -> list[Te
     root = args.data_root
     if root is None:
         root = Path(folder) / "data"
-        val_fraction = config["data"].get("init_args", {}).get("val_fraction", 0.2)
+        val_fraction = init_args(config["data"]).get("val_fraction", 0.2)
         sequences = args.batch_size * (args.batches + 1)
         write_synthetic_mnist(root, synthetic_digit_count(sequences, val_fraction))
     data = instantiate(config["data"], root=str(root), batch_size=args.batch_size,

@@ -69,8 +69,10 @@ def parse_args() -> tuple[argparse.Namespace, ShiftingCapsuleTopography]:
             args.capsule_window,
         )
     except ValueError as error:
-        parser.error(f"{error} (this script times the shifting window, which "
-                     "needs a time window of at least 1)")
+        note = ""
+        if args.time_window < 1:
+            note = " (this script times the shifting window, which needs 1 or more)"
+        parser.error(f"--time-window or --capsule-window: {error}{note}")
     return args, topography
 
 

@@ -57,7 +57,8 @@ def parse_args() -> argparse.Namespace:
     if args.warmup < 0:
         parser.error(f"--warmup must be 0 or more, got {args.warmup}")
     if args.threads < 0:
-        parser.error(f"--threads must be 0 (torch's default) or more, got {args.threads}")
+        parser.error(f"--threads must be 0 (torch's default) or more, "
+                     f"got {args.threads}")
     return args
 
 
@@ -70,9 +71,10 @@ def run_once(args: argparse.Namespace, option: str, value: int) -> dict:
     ]
     finished = subprocess.run(command, capture_output=True, text=True, check=False)
     if finished.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(command)} failed with exit status {finished.returncode}:\n"
-            f"{finished.stderr[-2000:]}"
+        lines = finished.stderr.strip().splitlines() or ["(no output)"]
+        raise SystemExit(
+            f"train_scaling.py: error: {option} {value} failed with exit status "
+            f"{finished.returncode}: {lines[-1]}"
         )
     return json.loads(finished.stdout.strip().splitlines()[-1])
 

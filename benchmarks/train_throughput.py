@@ -4,11 +4,12 @@ The model and data module are built from ``--config`` (by default
 ``configs/table1/tvae_L13_K3.yaml``: 18 capsules of 18 units, L = 13, K = 3, MLP
 networks, combined MNIST of 18 frames of 3 x 28 x 28, the model of Table 1 of
 Keller and Welling, "Topographic VAEs learn Equivariant Capsules", NeurIPS
-2021). A ``Trainer`` runs ``--warmup`` + ``--steps`` full training steps: the
+2021). A ``Trainer`` runs ``--warmup`` + ``--steps`` training steps: the
 data module makes the frames on the device in ``on_after_batch_transfer``, then
 forward, backward, the SGD step and the on-step and on-epoch logging run. A
 callback times each step from ``on_train_batch_start`` to
-``on_train_batch_end`` and skips the warm-up steps.
+``on_train_batch_end``. It skips the warm-up steps and the steps on a batch
+shorter than ``--batch-size``, which it counts in ``partial_steps``.
 
 Without ``--data-root`` the digits are a small synthetic set written as IDX
 files into a temporary folder, so the script needs no download.
@@ -49,6 +50,7 @@ from common import (
     DEFAULT_CONFIG,
     check_positive,
     check_threads_and_device,
+    init_args,
     instantiate,
     load_config,
     new_parser,
@@ -88,14 +90,16 @@ def parse_args() -> tuple[argparse.Namespace, dict[str, Any]]:
                         help="torch CPU threads; 0 keeps the default")
     args = parser.parse_args()
 
-    check_positive(parser, args, "steps", "batch_size", "seq_len", "n_caps",
-                   "matmul_size")
+    check_positive(parser, args, "steps", "batch_size", "seq_len", "n_caps")
+    if args.matmul_size < 256:
+        parser.error(f"--matmul-size must be at least 256, got {args.matmul_size}: "
+                     "smaller products do not reach the machine's rate")
     if args.warmup < 0:
         parser.error(f"--warmup must be 0 or more, got {args.warmup}")
     check_threads_and_device(parser, args)
     config = load_config(parser, args.config)
     if args.batch_size is None:
-        args.batch_size = config["data"].get("init_args", {}).get("batch_size", 8)
+        args.batch_size = init_args(config["data"]).get("batch_size", 8)
     return args, config
 
 
@@ -113,7 +117,7 @@ def size_overrides(
         model_args["n_caps"] = args.n_caps
     if args.seq_len is not None:
         model_args["seq_len"] = data_args["seq_len"] = args.seq_len
-        window = config["model"].get("init_args", {}).get("time_window")
+        window = init_args(config["model"]).get("time_window")
         if window is not None and window > args.seq_len:
             model_args["time_window"] = args.seq_len
     return model_args, data_args
@@ -186,6 +190,30 @@ def step_gflop(model: Any, frames: torch.Tensor) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def build_trainer(
+    args: argparse.Namespace, config: dict[str, Any], folder: str, timer: StepTimer
+) -> L.Trainer:
+    """Return a Trainer that runs only the training steps, without extras."""
+    trainer_args = config.get("trainer") or {}
+    try:
+        return L.Trainer(
+            accelerator=args.device,
+            devices=1,
+            precision=args.precision,
+            max_steps=args.warmup + args.steps,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            log_every_n_steps=trainer_args.get("log_every_n_steps", 50),
+            logger=L.pytorch.loggers.CSVLogger(folder),
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[timer],
+        )
+    except ValueError as error:
+        raise SystemExit(f"train_throughput.py: error: {error}") from None
+
+
 def main() -> None:
     args, config = parse_args()
     logging.getLogger("lightning").setLevel(logging.WARNING)
@@ -198,7 +226,7 @@ def main() -> None:
         root = args.data_root
         if root is None:
             root = Path(folder) / "data"
-            val_fraction = config["data"].get("init_args", {}).get("val_fraction", 0.2)
+            val_fraction = init_args(config["data"]).get("val_fraction", 0.2)
             sequences = args.batch_size * (args.warmup + args.steps + 1)
             write_synthetic_mnist(root, synthetic_digit_count(sequences, val_fraction))
 
@@ -206,22 +234,16 @@ def main() -> None:
         data = instantiate(config["data"], root=str(root), batch_size=args.batch_size,
                            download=False, **data_args)
         setup_data(data, root)
+        training_sequences = len(data.train_dataloader().sampler)
+        if training_sequences < args.batch_size:
+            raise SystemExit(
+                f"train_throughput.py: error: the training split has "
+                f"{training_sequences} sequences, fewer than one batch of "
+                f"{args.batch_size}; lower --batch-size or use more digits"
+            )
         model = instantiate(config["model"], **model_args)
         timer = StepTimer(args.warmup, args.batch_size, device)
-        trainer = L.Trainer(
-            accelerator=args.device,
-            devices=1,
-            precision=args.precision,
-            max_steps=args.warmup + args.steps,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-            log_every_n_steps=(config.get("trainer") or {}).get("log_every_n_steps", 50),
-            logger=L.pytorch.loggers.CSVLogger(folder),
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[timer],
-        )
+        trainer = build_trainer(args, config, folder, timer)
         trainer.fit(model, datamodule=data)
         if not timer.seconds:
             raise SystemExit(

@@ -32,7 +32,7 @@ def run_script(name: str, *options: str) -> tuple[dict, str]:
 def test_train_throughput_reports_rate_and_matmul_fraction():
     result, _ = run_script(
         "train_throughput.py", "--steps", "3", "--warmup", "1", "--batch-size", "2",
-        "--seq-len", "4", "--n-caps", "3", "--matmul-size", "128", "--threads", "1",
+        "--seq-len", "4", "--n-caps", "3", "--matmul-size", "256", "--threads", "1",
     )
 
     assert result["timed_steps"] == 3
@@ -57,7 +57,7 @@ def test_train_throughput_skips_short_batches(tmp_path: Path):
     root = write_digit_folder(tmp_path / "data", num_train=30, num_test=8)
     result, _ = run_script(
         "train_throughput.py", "--steps", "4", "--warmup", "0", "--batch-size", "16",
-        "--seq-len", "3", "--n-caps", "2", "--matmul-size", "64", "--threads", "1",
+        "--seq-len", "3", "--n-caps", "2", "--matmul-size", "256", "--threads", "1",
         "--data-root", str(root),
     )
 
@@ -72,7 +72,7 @@ def test_train_throughput_reports_lightning_precision():
     # Lightning runs 16-mixed as bf16-mixed on the CPU, and the JSON reports what ran.
     result, _ = run_script(
         "train_throughput.py", "--steps", "1", "--warmup", "0", "--batch-size", "2",
-        "--seq-len", "3", "--n-caps", "2", "--matmul-size", "64", "--threads", "1",
+        "--seq-len", "3", "--n-caps", "2", "--matmul-size", "256", "--threads", "1",
         "--precision", "16-mixed",
     )
     assert result["precision"] == "bf16-mixed"
@@ -88,7 +88,7 @@ def test_train_throughput_rejects_bad_sizes():
 
 
 def usage_error(capsys: pytest.CaptureFixture, check, *args) -> str:
-    """Return the message of the usage error that ``check(parser, *args)`` exits with."""
+    """Return the usage error message that ``check(parser, *args)`` exits with."""
     with pytest.raises(SystemExit) as exit_info:
         check(argparse.ArgumentParser(prog="benchmark"), *args)
     assert exit_info.value.code == 2

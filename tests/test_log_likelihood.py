@@ -174,7 +174,8 @@ def test_log_likelihood_rejects_posterior_of_other_frames():
     model = build_model("tvae")
     with torch.no_grad():
         posterior = model.encode(torch.rand(2, 3, *IMAGE_SHAPE))
-    with pytest.raises(ValueError, match=r"shape \(2, 3, 8\) but .* \(4, 3, 8\)"):
+    message = r"z_mean has shape \(2, 3, 8\) but .* \(4, 3, 8\)"
+    with pytest.raises(ValueError, match=message):
         model.log_likelihood(torch.rand(4, 3, *IMAGE_SHAPE), posterior=posterior)
 
 
@@ -184,7 +185,8 @@ def test_log_likelihood_rejects_posterior_of_wider_model():
     x = torch.rand(2, 3, *IMAGE_SHAPE)
     with torch.no_grad():
         posterior = wider.encode(x)
-    with pytest.raises(ValueError, match=r"shape \(2, 3, 12\) but .* \(2, 3, 8\)"):
+    message = r"z_mean has shape \(2, 3, 12\) but .* \(2, 3, 8\)"
+    with pytest.raises(ValueError, match=message):
         model.log_likelihood(x, posterior=posterior)
 
 
@@ -195,6 +197,27 @@ def test_log_likelihood_rejects_posterior_with_other_latents(encoder, scorer):
         posterior = build_model(encoder).encode(x)
     with pytest.raises(ValueError, match="u encoder"):
         build_model(scorer).log_likelihood(x, posterior=posterior)
+
+
+@pytest.mark.parametrize("name", ["z_logvar", "u_mean", "u_logvar"])
+def test_log_likelihood_rejects_posterior_with_a_cut_tensor(name: str):
+    model = build_model("tvae")
+    x = torch.rand(2, 3, *IMAGE_SHAPE)
+    with torch.no_grad():
+        posterior = model.encode(x)
+    setattr(posterior, name, getattr(posterior, name)[..., :3])
+    with pytest.raises(ValueError, match=f"posterior.{name} has shape"):
+        model.log_likelihood(x, posterior=posterior)
+
+
+def test_log_likelihood_rejects_nan_posterior():
+    model = build_model("tvae")
+    x = torch.rand(2, 3, *IMAGE_SHAPE)
+    with torch.no_grad():
+        posterior = model.encode(x)
+    posterior.z_mean[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="posterior.z_mean contains NaN"):
+        model.log_likelihood(x, posterior=posterior)
 
 
 def test_log_likelihood_rejects_posterior_of_wrong_type():

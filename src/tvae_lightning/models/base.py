@@ -387,13 +387,6 @@ class SequenceVAE(SequenceCompletionMixin, L.LightningModule):
                 f"{type(posterior).__name__}"
             )
 
-        expected = (*x.shape[:2], self.latent_dim)
-        if tuple(posterior.z_mean.shape) != expected:
-            raise ValueError(
-                f"posterior holds latents of shape {tuple(posterior.z_mean.shape)} "
-                f"but model.encode(x) gives {expected} (batch, seq_len, D); pass "
-                "posterior=model.encode(x) of this model or leave it out"
-            )
         if (posterior.u_mean is None) != (self.u_encoder is None):
             has_u = "has" if posterior.u_mean is not None else "has no"
             wants_u = "has" if self.u_encoder is not None else "has no"
@@ -401,6 +394,22 @@ class SequenceVAE(SequenceCompletionMixin, L.LightningModule):
                 f"posterior {has_u} u but this model {wants_u} u encoder; pass "
                 "posterior=model.encode(x) of this model or leave it out"
             )
+
+        expected = (*x.shape[:2], self.latent_dim)
+        names = ["z_mean", "z_logvar"]
+        if self.u_encoder is not None:
+            names += ["u_mean", "u_logvar"]
+        for name in names:
+            value = getattr(posterior, name)
+            shape = None if value is None else tuple(value.shape)
+            if shape != expected:
+                raise ValueError(
+                    f"posterior.{name} has shape {shape} but model.encode(x) gives "
+                    f"{expected} (batch, seq_len, D); pass "
+                    "posterior=model.encode(x) of this model or leave it out"
+                )
+            if not torch.isfinite(value).all():
+                raise ValueError(f"posterior.{name} contains NaN or infinite values")
 
     def check_frames(self, frames: Tensor, name: str = "frames") -> None:
         """Raise ``ValueError`` unless ``frames`` are sequences this model takes.
