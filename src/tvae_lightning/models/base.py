@@ -361,9 +361,10 @@ class SequenceVAE(SequenceCompletionMixin, L.LightningModule):
                 one seed the estimate changes with ``chunk_size`` by the Monte
                 Carlo error.
             posterior: ``self.encode(x)``, to reuse an encoding the caller has
-                already computed; ``x`` is encoded here when ``None``. Only its
-                type and shapes are checked: the posterior of other frames of
-                the same shape gives a wrong estimate without an error.
+                already computed; ``x`` is encoded here when ``None``. Its
+                type, shapes and finiteness are checked, but the posterior of
+                other frames of the same shape gives a wrong estimate without
+                an error.
 
         Returns:
             Nats per frame, shape ``(batch,)``.
