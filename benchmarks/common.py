@@ -11,7 +11,7 @@ import importlib
 import struct
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -20,6 +20,11 @@ import yaml
 DEFAULT_CONFIG = (
     Path(__file__).resolve().parent.parent / "configs/table1/tvae_L13_K3.yaml"
 )
+
+
+def fail(message: str) -> NoReturn:
+    """Exit with status 1 after printing ``<script>: error: message``."""
+    raise SystemExit(f"{Path(sys.argv[0]).name}: error: {message}")
 
 
 def new_parser(description: str) -> argparse.ArgumentParser:
@@ -92,10 +97,7 @@ def instantiate(spec: dict[str, Any], **overrides: Any) -> Any:
         cls = getattr(importlib.import_module(module_name), class_name)
         return cls(**{**init_args(spec), **overrides})
     except (ImportError, AttributeError, TypeError, ValueError) as error:
-        raise SystemExit(
-            f"{Path(sys.argv[0]).name}: error: cannot build {class_path} from the "
-            f"config: {error}"
-        ) from None
+        fail(f"cannot build {class_path} from the config: {error}")
 
 
 def write_synthetic_mnist(root: Path, count: int) -> None:
@@ -122,13 +124,14 @@ def write_synthetic_mnist(root: Path, count: int) -> None:
         (raw / f"{split}-labels-idx1-ubyte").write_bytes(label_bytes)
 
 
-def synthetic_digit_count(sequences: int, val_fraction: float) -> int:
-    """Return how many synthetic digits give ``sequences`` training sequences.
+def write_training_digits(root: Path, config: dict[str, Any], sequences: int) -> None:
+    """Write synthetic digits under ``root`` for ``sequences`` training sequences.
 
-    The data module keeps ``val_fraction`` of the digits for validation, so the
-    count is scaled up, with a floor of 512.
+    The config's data module keeps ``val_fraction`` of the digits for
+    validation, so the count is scaled up, with a floor of 512.
     """
-    return max(512, int(sequences / (1.0 - val_fraction)) + 16)
+    val_fraction = init_args(config["data"]).get("val_fraction", 0.2)
+    write_synthetic_mnist(root, max(512, int(sequences / (1.0 - val_fraction)) + 16))
 
 
 def setup_data(data: Any, root: Path) -> None:
@@ -141,7 +144,4 @@ def setup_data(data: Any, root: Path) -> None:
         data.prepare_data()
         data.setup("fit")
     except (OSError, ValueError) as error:
-        raise SystemExit(
-            f"{Path(sys.argv[0]).name}: error: cannot load digits from "
-            f"--data-root {root}: {error}"
-        ) from None
+        fail(f"cannot load digits from --data-root {root}: {error}")

@@ -34,7 +34,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 # Python puts this script's folder on sys.path, so the sibling module is importable.
-from common import check_positive, new_parser
+from common import check_positive, check_threads_and_device, new_parser
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
 
@@ -74,12 +74,7 @@ def parse_args() -> argparse.Namespace:
     check_positive(parser, args, "batch_size", "seq_len", "seconds", "rounds")
     if not math.isfinite(args.seconds):
         parser.error(f"--seconds must be a finite number, got {args.seconds}")
-    if args.threads < 0:
-        parser.error(f"--threads must be 0 (torch's default) or more, "
-                     f"got {args.threads}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda needs a CUDA GPU, and torch finds none; "
-                     "use --device cpu or all")
+    check_threads_and_device(parser, args)
     return args
 
 

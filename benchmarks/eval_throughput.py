@@ -48,13 +48,12 @@ from common import (
     DEFAULT_CONFIG,
     check_positive,
     check_threads_and_device,
-    init_args,
+    fail,
     instantiate,
     load_config,
     new_parser,
     setup_data,
-    synthetic_digit_count,
-    write_synthetic_mnist,
+    write_training_digits,
 )
 from torch import Tensor
 
@@ -147,9 +146,7 @@ def make_batches(args: argparse.Namespace, config: dict, folder: str) -> list[Te
     root = args.data_root
     if root is None:
         root = Path(folder) / "data"
-        val_fraction = init_args(config["data"]).get("val_fraction", 0.2)
-        sequences = args.batch_size * (args.batches + 1)
-        write_synthetic_mnist(root, synthetic_digit_count(sequences, val_fraction))
+        write_training_digits(root, config, args.batch_size * (args.batches + 1))
     data = instantiate(config["data"], root=str(root), batch_size=args.batch_size,
                        download=False)
     setup_data(data, root)
@@ -165,11 +162,8 @@ def make_batches(args: argparse.Namespace, config: dict, folder: str) -> list[Te
             break
 
     if len(batches) < args.batches + 1:
-        raise SystemExit(
-            f"eval_throughput.py: error: --batches {args.batches} needs "
-            f"{args.batches + 1} batches but the training split has {len(batches)}; "
-            "lower --batches or --batch-size"
-        )
+        fail(f"--batches {args.batches} needs {args.batches + 1} full batches but "
+             f"the training split has {len(batches)}; lower --batches or --batch-size")
     return batches
 
 

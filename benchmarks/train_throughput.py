@@ -50,13 +50,13 @@ from common import (
     DEFAULT_CONFIG,
     check_positive,
     check_threads_and_device,
+    fail,
     init_args,
     instantiate,
     load_config,
     new_parser,
     setup_data,
-    synthetic_digit_count,
-    write_synthetic_mnist,
+    write_training_digits,
 )
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -211,7 +211,7 @@ def build_trainer(
             callbacks=[timer],
         )
     except ValueError as error:
-        raise SystemExit(f"train_throughput.py: error: {error}") from None
+        fail(str(error))
 
 
 def main() -> None:
@@ -226,9 +226,8 @@ def main() -> None:
         root = args.data_root
         if root is None:
             root = Path(folder) / "data"
-            val_fraction = init_args(config["data"]).get("val_fraction", 0.2)
             sequences = args.batch_size * (args.warmup + args.steps + 1)
-            write_synthetic_mnist(root, synthetic_digit_count(sequences, val_fraction))
+            write_training_digits(root, config, sequences)
 
         model_args, data_args = size_overrides(args, config)
         data = instantiate(config["data"], root=str(root), batch_size=args.batch_size,
@@ -236,21 +235,16 @@ def main() -> None:
         setup_data(data, root)
         training_sequences = len(data.train_dataloader().sampler)
         if training_sequences < args.batch_size:
-            raise SystemExit(
-                f"train_throughput.py: error: the training split has "
-                f"{training_sequences} sequences, fewer than one batch of "
-                f"{args.batch_size}; lower --batch-size or use more digits"
-            )
+            fail(f"the training split has {training_sequences} sequences, fewer "
+                 f"than one batch of {args.batch_size}; lower --batch-size or use "
+                 "more digits")
         model = instantiate(config["model"], **model_args)
         timer = StepTimer(args.warmup, args.batch_size, device)
         trainer = build_trainer(args, config, folder, timer)
         trainer.fit(model, datamodule=data)
         if not timer.seconds:
-            raise SystemExit(
-                f"train_throughput.py: error: none of the {args.steps} timed steps "
-                f"had a full batch of {args.batch_size} sequences; lower "
-                "--batch-size or use more digits"
-            )
+            fail(f"none of the {args.steps} timed steps had a full batch of "
+                 f"{args.batch_size} sequences; lower --batch-size or use more digits")
 
         batch = next(iter(data.train_dataloader()))
         batch = {key: value.to(device) for key, value in batch.items()}
