@@ -381,7 +381,11 @@ class SequenceVAE(SequenceCompletionMixin, L.LightningModule):
         return estimate_log_likelihood(self, x, num_samples, chunk_size, posterior)
 
     def check_posterior(self, posterior: Posterior, x: Tensor) -> None:
-        """Raise unless ``posterior`` has the type and shapes of ``self.encode(x)``."""
+        """Raise unless ``posterior`` could be ``self.encode(x)``.
+
+        Checks its type, whether it has u, and the shape and finiteness of each
+        tensor; where it came from cannot be checked.
+        """
         if not isinstance(posterior, Posterior):
             raise TypeError(
                 "posterior must be the Posterior that model.encode(x) returns, got "
